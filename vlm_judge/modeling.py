@@ -1,0 +1,144 @@
+"""Model and processor loading, written once for training, merging and HF scoring.
+
+Pixel bounds are the one setting that must agree between training, the merged model and the server: Qwen2-VL
+rounds each side to a multiple of 28 and rescales an image whose area exceeds `max_pixels`. transformers'
+default max_pixels (28*28*1280 = 1,003,520) would shrink a 1024x1024 generation; NATIVE_1024_MAX_PIXELS keeps it
+at 1036x1036 (grid [1, 74, 74], 1369 visual tokens), the nearest size the patch grid allows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlm_judge.images import ImageSource, load_image
+from vlm_judge.protocol import JudgePrompt, answer_token_ids, hf_messages, load_prompt, p_defect_from_logits
+
+logger = logging.getLogger(__name__)
+
+PATCH_FACTOR = 28  # patch 14 x spatial merge 2
+NATIVE_1024_MAX_PIXELS = 1036 * 1036  # round(1024 / 28) * 28 = 1036 per side
+DEFAULT_MIN_PIXELS = 56 * 56
+
+
+def smart_resize_hw(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The (height, width) the Qwen2-VL image processor will resize to (same rule, no image needed)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    return smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def visual_tokens(height: int, width: int, min_pixels: int, max_pixels: int) -> int:
+    """Visual tokens an image of this size costs in the LM sequence (after the 2x2 merge)."""
+    h, w = smart_resize_hw(height, width, min_pixels, max_pixels)
+    return (h // PATCH_FACTOR) * (w // PATCH_FACTOR)
+
+
+def load_processor(
+    name_or_path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None, **kwargs: Any
+):
+    """AutoProcessor with explicit pixel bounds (the saved ones when not given)."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(name_or_path), **kwargs)
+    if not hasattr(processor, "image_processor"):
+        raise TypeError(
+            f"AutoProcessor.from_pretrained({str(name_or_path)!r}) returned {type(processor).__name__}, not a "
+            "multimodal processor: the model directory lacks preprocessor_config.json"
+        )
+    set_pixel_bounds(processor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return processor
+
+
+def set_pixel_bounds(processor: Any, *, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+    image_processor = processor.image_processor
+    size = dict(image_processor.size)
+    if min_pixels is not None:
+        size["shortest_edge"] = int(min_pixels)
+    if max_pixels is not None:
+        size["longest_edge"] = int(max_pixels)
+    if size["shortest_edge"] > size["longest_edge"]:
+        raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
+    image_processor.size = size
+    # Older code paths read these attributes directly.
+    for attr, key in (("min_pixels", "shortest_edge"), ("max_pixels", "longest_edge")):
+        if hasattr(image_processor, attr):
+            setattr(image_processor, attr, size[key])
+
+
+def pixel_bounds(processor: Any) -> tuple[int, int]:
+    size = processor.image_processor.size
+    return int(size["shortest_edge"]), int(size["longest_edge"])
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    if dtype in (None, "auto"):
+        return "auto"
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return getattr(torch, dtype)
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: str | torch.dtype | None = "auto",
+    attn_implementation: str | None = None,
+    quantization_config: Any = None,
+    device_map: Any = None,
+    **kwargs: Any,
+):
+    """AutoModelForImageTextToText: the same call loads the tiny model and Qwen/Qwen2-VL-*-Instruct."""
+    from transformers import AutoModelForImageTextToText
+
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return AutoModelForImageTextToText.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype), **kwargs)
+
+
+def build_judge_inputs(processor: Any, images: Sequence[Any], prompt: JudgePrompt | None = None):
+    """Processor inputs that end at the answer position (generation prompt added), left-padded."""
+    prompt = prompt or load_prompt()
+    text = processor.apply_chat_template(hf_messages(prompt), add_generation_prompt=True, tokenize=False)
+    tokenizer = processor.tokenizer
+    previous_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # so the last position is the answer position in every row
+    try:
+        return processor(text=[text] * len(images), images=list(images), return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = previous_side
+
+
+@torch.inference_mode()
+def score_images(
+    model: Any,
+    processor: Any,
+    images: Sequence[ImageSource],
+    *,
+    prompt: JudgePrompt | None = None,
+    batch_size: int = 4,
+) -> list[float]:
+    """p_defect of each image with a HF model (the reference scorer: eval callback, tests, HF baseline)."""
+    prompt = prompt or load_prompt()
+    defect_ids, clean_ids = answer_token_ids(processor.tokenizer, prompt)
+    model_was_training = model.training
+    model.eval()
+    scores: list[float] = []
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = [load_image(img).image for img in images[start : start + batch_size]]
+            inputs = build_judge_inputs(processor, batch, prompt).to(model.device)
+            # logits_to_keep=1: only the answer position (a 2B model's full logits would be ~1400 x 151k per image)
+            logits = model(**inputs, logits_to_keep=1).logits[:, -1, :]
+            scores.extend(p_defect_from_logits(logits, defect_ids, clean_ids).tolist())
+    finally:
+        model.train(model_was_training)
+    return scores
