@@ -186,7 +186,9 @@ def answer_token_ids(tokenizer: Any, prompt: JudgePrompt | None = None) -> tuple
                 encoded = tokenizer.encode(text, add_special_tokens=False)
                 if len(encoded) == 1:
                     ids.add(int(encoded[0]))
-        if not ids:
+        # The assistant turn starts with the bare word: that form must be one token, or the first answer
+        # token would not be the answer.
+        if len(tokenizer.encode(word, add_special_tokens=False)) != 1:
             raise ProtocolError(f"the tokenizer has no single token for the answer word {word!r}")
         result.append(sorted(ids))
     return result[0], result[1]

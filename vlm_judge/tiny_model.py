@@ -64,8 +64,10 @@ class TinyModelSpec:
 def _corpus() -> list[str]:
     prompt = load_prompt()
     lines = [prompt.system, prompt.user] + [" ".join(_CORPUS_WORDS)]
-    # Repeat the answer words so BPE merges them into single tokens, with and without a leading space.
-    lines += ["Yes No yes no Yes. No. Yes, No," for _ in range(200)]
+    # Repeat the answer words so BPE merges each into one token, alone (as the assistant turn starts) and with
+    # a leading space.
+    lines += ["Yes No yes no Yes. No. Yes, No, YES NO" for _ in range(200)]
+    lines += [word for _ in range(200) for word in ("Yes", "No", "yes", "no", "YES", "NO")]
     return lines * 20
 
 

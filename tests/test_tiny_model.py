@@ -1,0 +1,93 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlm_judge.modeling import (
+    NATIVE_1024_MAX_PIXELS,
+    build_judge_inputs,
+    load_model,
+    load_processor,
+    pixel_bounds,
+    score_images,
+    visual_tokens,
+)
+from vlm_judge.tiny_model import CHAT_TEMPLATE_FILE
+
+
+def _image(size=1024, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), "RGB")
+
+
+def test_autoprocessor_returns_a_processor_with_native_1024_bounds(tiny_model_dir):
+    from transformers import AutoProcessor, Qwen2VLProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    assert isinstance(processor, Qwen2VLProcessor)  # not a bare tokenizer
+    assert pixel_bounds(processor)[1] == NATIVE_1024_MAX_PIXELS
+
+
+def test_1024_image_stays_native_grid_74x74(tiny_model_dir):
+    processor = load_processor(tiny_model_dir)
+    inputs = build_judge_inputs(processor, [_image()])
+    assert inputs["image_grid_thw"].tolist() == [[1, 74, 74]]
+    image_token_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((inputs["input_ids"] == image_token_id).sum()) == 1369
+    assert visual_tokens(1024, 1024, *pixel_bounds(processor)) == 1369
+
+
+def test_transformers_default_bounds_would_downscale_1024():
+    # Why the bounds are set explicitly: transformers' default max_pixels shrinks a 1024^2 generation.
+    from transformers import Qwen2VLImageProcessor
+
+    default_max = Qwen2VLImageProcessor().size["longest_edge"]
+    assert visual_tokens(1024, 1024, 3136, default_max) < 1369
+
+
+def test_round_trip_and_loading_like_the_2b_model(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText, Qwen2VLForConditionalGeneration
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    assert isinstance(model, Qwen2VLForConditionalGeneration)
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    processor = load_processor(tiny_model_dir)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded, reprocessor = load_model(tmp_path), load_processor(tmp_path)
+    for a, b in zip(model.state_dict().values(), reloaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    images = [_image(256, 1), _image(256, 2)]
+    assert score_images(model, processor, images) == pytest.approx(score_images(reloaded, reprocessor, images), abs=0)
+
+
+def test_chat_template_is_qwen2_vl_and_yes_no_are_single_tokens(tiny_model_dir):
+    import trl
+
+    trl_template = Path(trl.__file__).parent / "chat_templates" / "qwen2_5_vl.jinja"
+    assert CHAT_TEMPLATE_FILE.read_text() == trl_template.read_text()  # byte-identical to Qwen2-VL's
+    processor = load_processor(tiny_model_dir)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]},
+         {"role": "assistant", "content": [{"type": "text", "text": "No"}]}],
+        tokenize=False,
+    )
+    assert text.endswith("<|im_start|>assistant\nNo<|im_end|>\n")
+    ids = processor.tokenizer.encode("assistant\nNo<|im_end|>", add_special_tokens=False)
+    assert processor.tokenizer.convert_ids_to_tokens(ids)[-2:] == ["No", "<|im_end|>"]
+
+
+def test_scores_are_probabilities_and_depend_on_the_image(tiny_model_dir):
+    model, processor = load_model(tiny_model_dir), load_processor(tiny_model_dir)
+    scores = score_images(model, processor, [_image(224, 0), _image(224, 0), _image(224, 5)], batch_size=2)
+    assert all(0.0 < s < 1.0 for s in scores)
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)  # batching/padding does not change a score
+    assert scores[0] != scores[2]
+
+
+def test_spec_is_saved(tiny_model_dir):
+    spec = json.loads((Path(tiny_model_dir) / "tiny_model_spec.json").read_text())
+    assert spec["max_pixels"] == NATIVE_1024_MAX_PIXELS and spec["seed"] == 0
