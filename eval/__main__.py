@@ -1,0 +1,7 @@
+"""`python -m eval` is `python -m eval.compare`."""
+
+import sys
+
+from .compare import main
+
+sys.exit(main())
