@@ -6,6 +6,7 @@ kernels for ops that were never declared. Just before that module runs, declare 
 Costs nothing at interpreter start: it only watches for that one import.
 """
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -42,10 +43,8 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname != _TARGET:
             return None
-        try:
+        with contextlib.suppress(Exception):  # never break an interpreter start-up over this
             _declare_missing_ops()
-        except Exception:  # never break an interpreter start-up over this
-            pass
         return None  # let the normal finders load the module
 
 

@@ -6,17 +6,17 @@ Every failure is an ImageError whose message names the image and the problem.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[str, Path, bytes, Image.Image]
+ImageSource = str | Path | bytes | Image.Image
 
 # A judge input is one 1024x1024 generation; these bounds only reject what cannot be a sensible input.
 MIN_SIDE = 28  # one 2x2 block of 14-px patches: the smallest image Qwen2-VL can see
@@ -40,6 +40,8 @@ class LoadedImage:
     raw: bytes  # the file's original bytes ("" for in-memory PIL images)
     format: str | None  # PIL format name of the original, e.g. "PNG"
     name: str
+    original_mode: str = "RGB"  # PIL mode before conversion to RGB
+    orientation: int = 1  # EXIF orientation of the original (1 = as stored)
 
     @property
     def sha256(self) -> str:
@@ -140,24 +142,24 @@ def load_image(
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
-    try:
+    original_mode = image.mode
+    orientation = 1
+    with contextlib.suppress(Exception):  # a broken EXIF block must not make a decodable image unusable
+        orientation = int(image.getexif().get(0x0112, 1) or 1)
         image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not make a decodable image unusable
-        pass
     image = to_rgb(image, name)
     if min(image.size) < min_side:
         raise ImageError(name, f"too small: {image.width}x{image.height}, each side must be >= {min_side} px")
-    return LoadedImage(image=image, raw=raw, format=fmt, name=name)
+    return LoadedImage(
+        image=image, raw=raw, format=fmt, name=name, original_mode=original_mode, orientation=orientation
+    )
 
 
 def _needs_reencode(loaded: LoadedImage) -> bool:
     if not loaded.raw or loaded.format not in PASSTHROUGH_FORMATS:
         return True
-    original = Image.open(io.BytesIO(loaded.raw))
-    if original.mode != "RGB":
-        return True  # the server would convert modes its own way; send exactly what training saw
-    orientation = original.getexif().get(0x0112, 1)
-    return orientation not in (None, 1)
+    # Another mode would be converted by the server its own way, and a rotation ignored: send what training saw.
+    return loaded.original_mode != "RGB" or loaded.orientation != 1
 
 
 def to_data_url(source: ImageSource | LoadedImage, **load_kwargs) -> str:

@@ -1,0 +1,280 @@
+"""Serving benchmark: the judge through vLLM (python -m vlm_judge.serve + JudgeClient) against a naive HF loop.
+
+    python scripts/bench_serving.py [--model DIR] [--output bench.json]
+
+Both score 1024x1024 images (native resolution, 1369 visual tokens each). Every request gets its own image, as in
+production (a repeated image would come out of vLLM's multimodal and prefix caches and flatter it). The HF loop
+scores one image at a time, as t2v_metrics / Q-Align do. vLLM is measured at concurrency 1, 4 and 16; for each:
+throughput, latency mean/p50/p95, failed requests, and the client's own CPU time per request (CPU time of this
+process during the run: decoding and validating the image, base64, JSON, HTTP; the server is another process).
+Requests ask for the exact Yes/No log-probabilities (logprob_token_ids), so an untrained model whose answer falls
+outside the top k does not count as a failure. Prints one JSON object on stdout; progress goes to stderr.
+
+Without --model, the tiny embedded model is built in a temporary folder. With --base-url, a running server is
+measured instead of starting one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+READY_MARK = "vlm_judge.serve: ready at "
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q
+    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency_stats(latencies_ms: list[float]) -> dict[str, float]:
+    return {
+        "mean": round(statistics.fmean(latencies_ms), 1) if latencies_ms else float("nan"),
+        "p50": round(percentile(latencies_ms, 0.50), 1),
+        "p95": round(percentile(latencies_ms, 0.95), 1),
+    }
+
+
+def make_images(folder: Path, count: int, scenes: int = 16) -> list[str]:
+    """`count` distinct 1024x1024 PNGs: smooth scenes plus noise (~3 MB each), each with its own noise patch."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:1024, 0:1024] / 1024.0
+    bases = []
+    for k in range(scenes):
+        scene = np.stack([np.sin(xx * (3 + k) + c) * np.cos(yy * (2 + c)) for c in range(3)], axis=-1)
+        noise = np.random.default_rng(k).normal(0, 12, scene.shape)
+        bases.append(np.clip((scene * 0.5 + 0.5) * 255 + noise, 0, 255).astype(np.uint8))
+    paths = []
+    for i in range(count):
+        pixels = bases[i % scenes].copy()
+        rng = np.random.default_rng(1000 + i)
+        y, x = rng.integers(0, 1024 - 96, 2)
+        pixels[y : y + 96, x : x + 96] = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        path = folder / f"gen{i:04d}.png"
+        Image.fromarray(pixels).save(path, compress_level=1)
+        paths.append(str(path))
+    return paths
+
+
+def bench_hf(model_dir: Path, images: list[str], warmup: str) -> tuple[dict, list[float]]:
+    import torch
+
+    from vlm_judge.modeling import load_model, load_processor, score_images
+
+    processor = load_processor(model_dir)
+    model = load_model(model_dir, dtype="float32")
+    score_images(model, processor, [warmup], batch_size=1)
+    latencies, scores = [], []
+    start = time.perf_counter()
+    for image in images:
+        t0 = time.perf_counter()
+        scores.extend(score_images(model, processor, [image], batch_size=1))
+        latencies.append((time.perf_counter() - t0) * 1000)
+    elapsed = time.perf_counter() - start
+    result = {
+        "images": len(images),
+        "torch_threads": torch.get_num_threads(),
+        "throughput_img_s": round(len(images) / elapsed, 3),
+        "latency_ms": latency_stats(latencies),
+    }
+    return result, scores
+
+
+class Server:
+    """python -m vlm_judge.serve in the background, its output in a log file."""
+
+    def __init__(self, model_dir: Path, log_path: Path):
+        from vlm_judge.serve import free_port
+
+        self.port = free_port()
+        self.log_path = log_path
+        command = [
+            sys.executable,
+            "-m",
+            "vlm_judge.serve",
+            "--model",
+            str(model_dir),
+            "--port",
+            str(self.port),
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.start = time.monotonic()
+        with open(log_path, "wb") as handle:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env
+            )
+
+    def wait(self, timeout: float = 900) -> float:
+        while READY_MARK not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() - self.start > timeout:
+                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"the judge server did not start:\n{tail}")
+            time.sleep(0.5)
+        return time.monotonic() - self.start
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # the launcher forwards it to vLLM and waits for a clean exit
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def bench_vllm(
+    base_url: str, model: str, images: list[str], warmup: list[str], concurrency: int, token_ids
+) -> dict:
+    from vlm_judge.client import JudgeClient
+
+    with JudgeClient(
+        base_url, model, max_concurrency=concurrency, timeout=300, max_retries=3, answer_token_ids=token_ids
+    ) as client:
+        client.score_batch(warmup[:concurrency])  # open the connections
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        results = client.score_batch(images, [Path(p).name for p in images])
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    ok = [r for r in results if r.ok]
+    failures = [r for r in results if not r.ok]
+    stats = latency_stats([r.latency_ms for r in ok if r.latency_ms is not None])
+    cpu_ms = cpu * 1000 / len(results)
+    return {
+        "requests": len(results),
+        "failures": len(failures),
+        "failure_examples": sorted({str(r.error) for r in failures})[:3],
+        "retried_requests": sum(r.attempts > 1 for r in results),
+        "throughput_img_s": round(len(ok) / wall, 3),
+        "latency_ms": stats,
+        "client_cpu_ms_per_request": round(cpu_ms, 2),
+        # the client's own CPU per request against the time one request takes
+        "client_overhead_frac": round(cpu_ms / stats["mean"], 4) if ok else None,
+        "p_defect": {r.image: r.p_defect for r in results},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="judge model dir (default: build the tiny model)")
+    parser.add_argument("--base-url", default=None, help="measure a running server instead of starting one")
+    parser.add_argument("--served-model-name", default="defect-judge")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--requests", type=int, nargs="+", default=[32, 64, 200], help="requests per concurrency"
+    )
+    parser.add_argument(
+        "--hf-images", type=int, default=16, help="images the HF loop scores (from the first run)"
+    )
+    parser.add_argument("--output", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if len(args.requests) != len(args.concurrency):
+        parser.error("--requests needs one value per --concurrency")
+    if args.hf_images > args.requests[0]:
+        parser.error("--hf-images must not exceed the first run's --requests (the same images are compared)")
+
+    from vlm_judge.client import fetch_answer_token_ids
+    from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, visual_tokens
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    model_dir = Path(args.model) if args.model else None
+    if model_dir is None:
+        from vlm_judge.tiny_model import make_tiny_model
+
+        model_dir = make_tiny_model(work / "tiny")
+    n_warmup = max(args.concurrency)
+    log(f"making {sum(args.requests) + n_warmup} distinct 1024x1024 images in {work} ...")
+    images = make_images(work, sum(args.requests) + n_warmup)
+    warmup, images = images[:n_warmup], images[n_warmup:]
+    report: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+            "platform": platform.platform(),
+        },
+        "model": str(model_dir) if args.model else "tiny embedded Qwen2-VL (random weights, float32)",
+        "image": {
+            "size": [1024, 1024],
+            "visual_tokens": visual_tokens(1024, 1024, 3136, NATIVE_1024_MAX_PIXELS),
+        },
+    }
+
+    server = None
+    base_url = args.base_url
+    try:
+        if base_url is None:
+            log("starting python -m vlm_judge.serve ...")
+            server = Server(model_dir, work / "server.log")
+            report["vllm_startup_s"] = round(server.wait(), 1)
+            base_url = f"http://127.0.0.1:{server.port}/v1"
+            log(f"server ready in {report['vllm_startup_s']} s")
+        token_ids = fetch_answer_token_ids(base_url, args.served_model_name)
+        report["vllm"] = {}
+        offset = 0
+        for concurrency, requests in zip(args.concurrency, args.requests, strict=True):
+            log(f"vLLM: {requests} requests at concurrency {concurrency} ...")
+            batch = images[offset : offset + requests]
+            offset += requests
+            result = bench_vllm(base_url, args.served_model_name, batch, warmup, concurrency, token_ids)
+            report["vllm"][f"concurrency_{concurrency}"] = result
+            log(
+                f"  {result['throughput_img_s']} img/s, latency {result['latency_ms']}, failures {result['failures']}"
+            )
+    finally:
+        if server is not None:
+            server.stop()  # give the cores and ~3 GB back before the HF loop runs
+
+    log(f"HF loop: {args.hf_images} images one at a time ...")
+    report["hf_loop"], hf_scores = bench_hf(model_dir, images[: args.hf_images], warmup[0])
+    log(f"  {report['hf_loop']['throughput_img_s']} img/s")
+
+    # The same images through both paths give the same p_defect (the e2e test checks 1e-4 as well).
+    first_run = report["vllm"][f"concurrency_{args.concurrency[0]}"]["p_defect"]
+    diffs = [
+        abs(first_run[Path(path).name] - p)
+        for path, p in zip(images[: args.hf_images], hf_scores, strict=True)
+        if first_run.get(Path(path).name) is not None
+    ]
+    for run in report["vllm"].values():
+        run.pop("p_defect")
+    report["max_abs_diff_vllm_vs_hf"] = float(f"{max(diffs):.2e}") if diffs else None
+
+    best = max(run["throughput_img_s"] for run in report["vllm"].values())
+    hf = report["hf_loop"]["throughput_img_s"]
+    c1 = report["vllm"].get("concurrency_1", {})
+    c16 = report["vllm"].get("concurrency_16", {})
+    report["speedup_best_vllm_vs_hf"] = round(best / hf, 2)
+    report["goals"] = {
+        "vllm_ge_3x_hf": best >= 3 * hf,
+        "client_overhead_le_10pct": bool(c1) and (c1.get("client_overhead_frac") or 1.0) <= 0.10,
+        "zero_failures_ge_200_at_16": bool(c16) and c16["requests"] >= 200 and c16["failures"] == 0,
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

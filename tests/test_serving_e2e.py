@@ -1,0 +1,262 @@
+"""End to end through a real vLLM server on CPU (python -m vlm_judge.serve), plus the launcher's plan.
+
+One server for the whole module (start-up ~40-110 s, ~3 GB): a merged-style tiny judge (model dir with
+judge_metadata.json) with a LoRA adapter on top, so it serves both `defect-judge-base` (the merged model) and
+`defect-judge` (merged + adapter). The last test stops it mid-batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from vllm_server import JudgeServer
+
+from vlm_judge import client as client_module
+from vlm_judge import serve
+from vlm_judge.client import JudgeClient, fetch_answer_token_ids
+from vlm_judge.images import to_data_url
+from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, load_model, load_processor, pixel_bounds, score_images
+from vlm_judge.protocol import load_prompt, openai_messages, p_defect_from_top_logprobs
+
+BASE, LORA = "defect-judge-base", "defect-judge"
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def judge_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model as scripts/merge_lora.py leaves a merged judge: the model dir + judge_metadata.json."""
+    target = tmp_path_factory.mktemp("merged") / "judge"
+    shutil.copytree(tiny_model_dir, target)
+    min_pixels, max_pixels = pixel_bounds(load_processor(target))
+    metadata = {
+        "format": "vlm-judge-model/1",
+        "pixel_bounds": {"min_pixels": min_pixels, "max_pixels": max_pixels},
+        "prompt_version": load_prompt().version,
+    }
+    (target / "judge_metadata.json").write_text(json.dumps(metadata))
+    return target
+
+
+@pytest.fixture(scope="module")
+def lora_dir(judge_dir, tmp_path_factory):
+    """A PEFT LoRA adapter on the language model's q_proj/v_proj, rank 8, with random non-zero B."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = load_model(judge_dir, dtype="float32")
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    target = tmp_path_factory.mktemp("lora") / "adapter"
+    peft_model.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three different 1024x1024 generations (PNG, PNG, JPEG): native resolution, 1369 visual tokens each."""
+    folder = tmp_path_factory.mktemp("gens")
+    paths = []
+    for seed, suffix in ((0, "png"), (1, "png"), (2, "jpg")):
+        rng = np.random.default_rng(seed)
+        pixels = (rng.random((1024, 1024, 3)) * (60 + 90 * seed)).astype(np.uint8)
+        path = folder / f"gen{seed}.{suffix}"
+        Image.fromarray(pixels).save(path, **({"quality": 95} if suffix == "jpg" else {}))
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def hf_scores(judge_dir, lora_dir, images):
+    """The HF reference p_defect of each image, for the merged model and for merged + adapter."""
+    from peft import PeftModel
+
+    processor = load_processor(judge_dir)
+    base = score_images(load_model(judge_dir, dtype="float32"), processor, images)
+    adapted = PeftModel.from_pretrained(load_model(judge_dir, dtype="float32"), str(lora_dir))
+    return {BASE: base, LORA: score_images(adapted, processor, images)}
+
+
+@pytest.fixture(scope="module")
+def server(judge_dir, lora_dir):
+    judge_server = JudgeServer(judge_dir, lora_adapter=lora_dir, served_model_name=LORA)
+    judge_server.start()
+    print(f"judge server ready in {judge_server.startup_s:.0f} s")
+    yield judge_server
+    judge_server.stop()
+
+
+@pytest.fixture(scope="module")
+def token_ids(server):
+    return fetch_answer_token_ids(server.base_url, BASE)
+
+
+# ---------------------------------------------------------------------------------------------- launcher plan (fast)
+
+
+def test_launcher_flags_fit_a_native_1024_judge(judge_dir, lora_dir, capsys):
+    assert serve.main(["--model", str(judge_dir), "--lora-adapter", str(lora_dir), "--print-command"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    command = shown["command"]
+
+    def flag(name):
+        return command[command.index(name) + 1]
+
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    min_pixels, max_pixels = pixel_bounds(load_processor(judge_dir))
+    assert max_pixels == NATIVE_1024_MAX_PIXELS
+    assert json.loads(flag("--mm-processor-kwargs")) == {"min_pixels": min_pixels, "max_pixels": max_pixels}
+    assert json.loads(flag("--limit-mm-per-prompt")) == {"image": 1, "video": 0}
+    assert int(flag("--max-model-len")) >= 1369 + 60  # visual tokens of a 1024x1024 image + the prompt
+    assert int(flag("--max-logprobs")) >= 20
+    assert flag("--dtype") == "float32"  # as saved: vLLM's "auto" would serve it in bfloat16 on CPU
+    assert "--enable-lora" in command and flag("--max-lora-rank") == "8"
+    assert flag("--lora-modules") == f"{LORA}={lora_dir.resolve()}" and flag("--served-model-name") == BASE
+    assert shown["model"] == LORA and shown["url"].endswith("/v1")
+
+
+def test_launcher_reads_metadata_and_names_bad_input(judge_dir, tmp_path, capsys):
+    other = tmp_path / "judge"
+    shutil.copytree(judge_dir, other)
+    metadata = json.loads((other / "judge_metadata.json").read_text())
+    metadata["pixel_bounds"]["max_pixels"] = 448 * 448  # the training run used smaller images
+    (other / "judge_metadata.json").write_text(json.dumps(metadata))
+    assert serve.main(["--model", str(other), "--print-command"]) == 0
+    captured = capsys.readouterr()
+    command = json.loads(captured.out)["command"]
+    assert json.loads(command[command.index("--mm-processor-kwargs") + 1])["max_pixels"] == 448 * 448
+    assert "differ from the processor config" in captured.err
+
+    assert serve.main(["--model", str(tmp_path / "nope")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "not-adapter").mkdir()
+    assert serve.main(["--model", str(judge_dir), "--lora-adapter", str(tmp_path / "not-adapter")]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_config.json" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- real server (slow)
+
+
+@pytest.mark.slow
+def test_models_endpoint_lists_the_judge_and_its_base(server):
+    from openai import OpenAI
+
+    root = server.base_url.removesuffix("/v1")
+    assert httpx.get(f"{root}/health", timeout=10).status_code == 200
+    raw = httpx.get(f"{server.base_url}/models", timeout=10).json()
+    assert {m["id"] for m in raw["data"]} == {BASE, LORA}
+    listed = {m.id for m in OpenAI(base_url=server.base_url, api_key="EMPTY").models.list()}
+    assert listed == {BASE, LORA}
+
+
+@pytest.mark.slow
+def test_official_openai_client_and_raw_http_match_hf(server, images, hf_scores, token_ids):
+    from openai import OpenAI
+
+    prompt = load_prompt()
+    messages = openai_messages(prompt, to_data_url(images[0]))
+    response = OpenAI(base_url=server.base_url, api_key="EMPTY").chat.completions.create(
+        model=BASE,
+        messages=messages,
+        max_tokens=1,
+        temperature=0,
+        logprobs=True,
+        extra_body={"logprob_token_ids": token_ids},
+    )
+    p_sdk = p_defect_from_top_logprobs(response.choices[0].logprobs.content[0].top_logprobs, prompt)
+    assert p_sdk == pytest.approx(hf_scores[BASE][0], abs=1e-4)
+
+    body = {
+        "model": BASE,
+        "messages": messages,
+        "max_tokens": 1,
+        "temperature": 0,
+        "logprobs": True,
+        "logprob_token_ids": token_ids,
+    }
+    raw = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120).json()
+    p_raw = p_defect_from_top_logprobs(raw["choices"][0]["logprobs"]["content"][0]["top_logprobs"], prompt)
+    assert p_raw == pytest.approx(hf_scores[BASE][0], abs=1e-4)
+
+    # Bytes that are no image, sent past the client's own check: the server refuses with 400 and stays up.
+    body["messages"] = openai_messages(prompt, "data:image/png;base64,bm90IGFuIGltYWdl")
+    refused = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
+    assert refused.status_code == 400 and "image" in refused.text.lower()
+
+
+@pytest.mark.slow
+def test_judge_client_batch_matches_hf_and_a_garbage_image_is_named(
+    server, images, hf_scores, token_ids, tmp_path
+):
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))
+    batch = [images[0], str(garbage), images[1], images[2]]
+    with JudgeClient(
+        server.base_url, BASE, answer_token_ids=token_ids, max_concurrency=2, timeout=120
+    ) as judge:
+        results = judge.score_batch(batch)
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert results[1].error.startswith(f"ImageError: image '{garbage}'") and results[1].attempts == 0
+    scored = [results[0].p_defect, results[2].p_defect, results[3].p_defect]
+    assert scored == pytest.approx(hf_scores[BASE], abs=1e-4)
+    assert max(hf_scores[BASE]) - min(hf_scores[BASE]) > 1e-4  # the images really score differently
+
+
+@pytest.mark.slow
+def test_lora_adapter_variant_matches_hf_peft(server, images, hf_scores, token_ids):
+    with JudgeClient(
+        server.base_url, LORA, answer_token_ids=token_ids, max_concurrency=3, timeout=120
+    ) as judge:
+        results = judge.score_batch(images)
+    assert [r.p_defect for r in results] == pytest.approx(hf_scores[LORA], abs=1e-4)
+    differences = [abs(a - b) for a, b in zip(hf_scores[LORA], hf_scores[BASE], strict=True)]
+    assert max(differences) > 1e-3  # the adapter is applied, not silently ignored
+
+
+@pytest.mark.slow
+def test_server_stopped_mid_batch_gives_retries_then_named_errors(server, images, token_ids, monkeypatch):
+    """Last test of the module: it stops the server. SIGTERM to the launcher mid-batch (as `kill PID` does): the
+    launcher forwards it, vLLM shuts down, the rest of the batch fails after its retries with named errors, and
+    the launcher exits 0 with no vLLM process left behind."""
+    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.05)
+    batch = [images[i % 3] for i in range(8)]
+    names = [f"item{i}" for i in range(8)]
+
+    stopped = []
+
+    def stop_after_first(index, result):
+        if not stopped:  # one `kill PID`, as an orchestrator sends
+            stopped.append(index)
+            server.process.send_signal(signal.SIGTERM)
+
+    with JudgeClient(
+        server.base_url, LORA, answer_token_ids=token_ids, max_concurrency=2, timeout=30, max_retries=3
+    ) as judge:
+        results = judge.score_batch(batch, names, on_result=stop_after_first)
+    assert [r.image for r in results] == names
+    failed = [r for r in results if not r.ok]
+    assert results and len(failed) >= 4, [r.error for r in results]
+    for result in failed:
+        assert result.error.split(":")[0] in {"ConnectionError", "ServerError", "TimeoutError"}, result.error
+        assert result.attempts == 4 and "after 4 attempts" in result.error
+
+    assert server.process.wait(timeout=90) == 0
+    log = server.log_text()
+    assert "vlm_judge.serve: stopping vLLM" in log
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.vllm_pid, 0)  # the whole vLLM process group is gone

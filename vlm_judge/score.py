@@ -1,0 +1,247 @@
+"""`python -m vlm_judge.score --base-url URL --model NAME --input DIR|CSV --output preds.csv`: batch scoring.
+
+Input: a folder (every image file under it, recursively; `image` = the path relative to the folder) or a CSV with
+an `image` column (paths relative to the CSV's folder, as in a dataset's labels.csv; `image` = the value as given).
+
+Output: CSV with columns image, p_defect, latency_ms, error; one row per image, appended (and flushed) as each
+one finishes, so a kill loses at most the requests in flight. Resumable: a rerun with the same --output skips
+the images that already have a p_defect and tries the failed ones again (the file is first rewritten, atomically,
+without their old error rows).
+
+Exit codes: 0 the run finished (failed images, if any, carry an error and are counted on stderr); 1 nothing could
+be scored (server down, wrong model, ...); 2 bad arguments or input; 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+COLUMNS = ["image", "p_defect", "latency_ms", "error"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+class ScoreError(Exception):
+    """Bad arguments or input; the message is for the user (no traceback)."""
+
+
+def list_inputs(source: str | Path, image_column: str = "image") -> list[tuple[str, Path]]:
+    """(name, path) of every image to score, in a stable order, duplicates dropped."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ScoreError(
+                f"--input {source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under it"
+            )
+        return [(p.relative_to(source).as_posix(), p) for p in files]
+    if not source.is_file():
+        raise ScoreError(f"--input {source}: no such file or directory")
+    if source.suffix.lower() != ".csv":
+        raise ScoreError(
+            f"--input {source}: expected a folder of images or a .csv with an {image_column!r} column"
+        )
+    try:
+        with open(source, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if image_column not in (reader.fieldnames or []):
+                raise ScoreError(
+                    f"--input {source}: no {image_column!r} column (columns: {', '.join(reader.fieldnames or [])})"
+                )
+            names = [(row.get(image_column) or "").strip() for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ScoreError(f"--input {source}: not a readable CSV ({exc})") from None
+    seen: dict[str, Path] = {}
+    for name in names:
+        if name and name not in seen:
+            path = Path(name)
+            seen[name] = path if path.is_absolute() else source.parent / path
+    if not seen:
+        raise ScoreError(f"--input {source}: the {image_column!r} column is empty")
+    return list(seen.items())
+
+
+def _valid_p(text: str | None) -> bool:
+    try:
+        value = float(text or "")
+    except ValueError:
+        return False
+    return math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def load_done(output: Path) -> set[str]:
+    """Images already scored in `output`; rewrites it without error/partial rows (atomically) if it has any."""
+    if not output.exists() or output.stat().st_size == 0:
+        return set()
+    raw = output.read_text(encoding="utf-8", errors="replace")
+    rows = list(csv.reader(raw.splitlines()))
+    if rows[0] != COLUMNS:
+        raise ScoreError(
+            f"--output {output} exists with columns {rows[0]}, not {COLUMNS}; choose another --output or remove it"
+        )
+    done: dict[str, list[str]] = {}
+    clean = raw.endswith("\n")  # a kill in the middle of a write leaves a partial last line
+    for row in rows[1:]:
+        if len(row) == len(COLUMNS) and row[0] and _valid_p(row[1]) and not row[3]:
+            done.setdefault(row[0], row)
+        else:
+            clean = False
+    if not clean or len(done) != len(rows) - 1:
+        tmp = output.with_name(output.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            writer.writerows(done.values())
+        os.replace(tmp, output)
+    return set(done)
+
+
+def check_server(base_url: str, model: str, api_key: str | None, timeout: float) -> None:
+    """Fail fast, with the reason, on an unreachable server or an unknown model (instead of N identical errors)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ConnectionError(f"cannot reach {base_url} ({type(exc).__name__}: {exc})") from None
+    if response.status_code in (401, 403):
+        raise ConnectionError(f"{base_url} rejected the API key (HTTP {response.status_code})")
+    if response.status_code != 200:
+        return  # some gateways have no /models; the requests will tell
+    try:
+        served = [m.get("id") for m in response.json().get("data", [])]
+    except (ValueError, AttributeError):
+        return
+    if served and model not in served:
+        raise ScoreError(
+            f"model {model!r} is not served at {base_url} (served: {', '.join(map(str, served))})"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vlm_judge.score", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--base-url", required=True, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+    )
+    parser.add_argument("--model", required=True, help="served model name, e.g. defect-judge")
+    parser.add_argument("--input", required=True, help="folder of images, or a CSV with an image column")
+    parser.add_argument("--output", required=True, help="predictions CSV (appended to; rerun to resume)")
+    parser.add_argument(
+        "--image-column", default="image", help="CSV column with image paths (default: image)"
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("OPENAI_API_KEY"), help="default: $OPENAI_API_KEY"
+    )
+    parser.add_argument("--prompt", default=None, help="prompt file (its mode picks logprobs or verbalized)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    parser.add_argument("--max-retries", type=int, default=3, help="retries on connection errors, 429, 5xx")
+    parser.add_argument("--top-logprobs", type=int, default=20, help="first-token candidates (logprob mode)")
+    parser.add_argument(
+        "--exact-answer-logprobs",
+        action="store_true",
+        help="vLLM only: ask for every Yes/No token variant's logprob instead of the top k",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx
+
+    from vlm_judge.client import JudgeClient, JudgeResult, fetch_answer_token_ids
+    from vlm_judge.protocol import ProtocolError
+
+    if args.concurrency < 1:
+        raise ScoreError("--concurrency must be >= 1")
+    inputs = list_inputs(args.input, args.image_column)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    done = load_done(output)
+    todo = [(name, path) for name, path in inputs if name not in done]
+    print(
+        f"vlm_judge.score: {len(inputs)} images, {len(inputs) - len(todo)} already in {output}, {len(todo)} to score",
+        file=sys.stderr,
+    )
+    if not todo:
+        return 0
+    try:
+        check_server(args.base_url, args.model, args.api_key, min(args.timeout, 30.0))
+        token_ids = None
+        if args.exact_answer_logprobs:
+            token_ids = fetch_answer_token_ids(
+                args.base_url, args.model, prompt=args.prompt, api_key=args.api_key, timeout=args.timeout
+            )
+    except (ConnectionError, ProtocolError, httpx.HTTPError) as exc:
+        print(f"vlm_judge.score: error: {exc}", file=sys.stderr)
+        return 1
+
+    new_file = not output.exists() or output.stat().st_size == 0
+    failures: Counter[str] = Counter()
+    with (
+        open(output, "a", newline="", encoding="utf-8") as handle,
+        JudgeClient(
+            args.base_url,
+            args.model,
+            api_key=args.api_key,
+            prompt=args.prompt,
+            top_logprobs=args.top_logprobs,
+            max_concurrency=args.concurrency,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            answer_token_ids=token_ids,
+        ) as client,
+    ):
+        writer = csv.writer(handle)
+        if new_file:
+            writer.writerow(COLUMNS)
+            handle.flush()
+
+        def write(_index: int, result: JudgeResult) -> None:
+            latency = "" if result.latency_ms is None else f"{result.latency_ms:.1f}"
+            p_defect = "" if result.p_defect is None else repr(result.p_defect)
+            writer.writerow([result.image, p_defect, latency, result.error or ""])
+            handle.flush()  # a kill loses only what is in flight
+            if result.error:
+                failures[result.error.split(":", 1)[0]] += 1
+
+        try:
+            client.score_batch(
+                [path for _, path in todo],
+                [name for name, _ in todo],
+                on_result=write,
+                progress=not args.no_progress,
+            )
+        except KeyboardInterrupt:
+            print(
+                f"\nvlm_judge.score: interrupted; rerun the same command to resume ({output})",
+                file=sys.stderr,
+            )
+            return 130
+
+    failed = sum(failures.values())
+    kinds = ", ".join(f"{kind}: {n}" for kind, n in failures.most_common())
+    detail = f" ({kinds}; see the error column)" if failed else ""
+    print(
+        f"vlm_judge.score: scored {len(todo) - failed}, failed {failed}{detail} -> {output}", file=sys.stderr
+    )
+    return 1 if failed == len(todo) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ScoreError as exc:
+        print(f"vlm_judge.score: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
