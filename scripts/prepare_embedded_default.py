@@ -1,0 +1,34 @@
+"""The main job's prepare stage: build the tiny base model and render the synthetic assessor logs that a recipe
+names (its `tiny_model` and `synthetic` sections), with the same code recipes/sft.py uses on first use.
+
+    python scripts/prepare_embedded_default.py --config recipes/tiny-cpu.yaml --model_dir models/tiny-base
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from vlm_judge.data import generate_synthetic_dataset
+from vlm_judge.training import tiny_model_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="recipe YAML with tiny_model, synthetic and dataset_dir")
+    parser.add_argument("--model_dir", required=True, help="where the tiny base model goes")
+    args = parser.parse_args()
+    recipe = yaml.safe_load(Path(args.config).read_text())
+    missing = [key for key in ("tiny_model", "synthetic", "dataset_dir") if key not in recipe]
+    if missing:
+        parser.error(f"{args.config} lacks {', '.join(missing)}: it is not an embedded-default recipe")
+    model = tiny_model_dir(recipe["tiny_model"], args.model_dir)
+    print(f"[prepare] tiny base model: {model}")
+    table = generate_synthetic_dataset(recipe["dataset_dir"], overwrite=True, **recipe["synthetic"])
+    print(f"[prepare] synthetic assessor logs: {len(table)} images in {recipe['dataset_dir']}")
+
+
+if __name__ == "__main__":
+    main()
