@@ -1,0 +1,158 @@
+"""Fine-tune Qwen2-VL into a Yes/No defect judge (TRL SFT; full, LoRA or QLoRA), in the style of TRL's
+examples/scripts/sft_vlm.py. Everything not specific to this script lives in vlm_judge.training.
+
+    accelerate launch [--config_file recipes/accelerate_configs/cpu.yaml] recipes/sft.py \
+        --config recipes/tiny-cpu.yaml [--output_dir DIR] [--any_field VALUE ...]
+
+The recipe YAML sets fields of three dataclasses: JudgeScriptArguments (data, pixel bounds, trainable parts,
+label mode, judge eval, MLflow), TRL's SFTConfig (optimisation, eval/save schedule) and TRL's ModelConfig
+(model path, dtype, LoRA/QLoRA). Command-line flags override it.
+
+Writes to output_dir: the model (full weights, or the LoRA adapter) with the processor and its pixel bounds,
+eval_results.json (eval_roc_auc, eval_accuracy, eval_brier, per-defect AUC on the test split, prompts unseen in
+training), judge_training.json (recipe, data fingerprint, prompt version, base model, pixel bounds, metrics) for
+scripts/merge_lora.py, and an MLflow run (./mlruns by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from trl import ModelConfig, SFTConfig, TrlParser
+
+from vlm_judge.data import dataset_fingerprint, generate_synthetic_dataset, load_judge_dataset
+from vlm_judge.modeling import load_processor, pixel_bounds
+from vlm_judge.protocol import load_prompt
+from vlm_judge.training import (
+    JudgeDataCollator,
+    JudgeEvalCallback,
+    JudgeScriptArguments,
+    JudgeSFTTrainer,
+    build_model,
+    check_max_length,
+    find_label_table_or_none,
+    mlflow_run,
+    prepare_split,
+    score_split,
+    tiny_model_dir,
+    training_metadata,
+)
+from vlm_judge.training.metadata import TRAINING_FILE, write_json
+
+logger = logging.getLogger("recipes.sft")
+
+
+def recipe_path(argv: list[str]) -> str | None:
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+
+
+def main(
+    script_args: JudgeScriptArguments, training_args: SFTConfig, model_args: ModelConfig, recipe: str | None = None
+) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if script_args.torch_threads:
+        torch.set_num_threads(script_args.torch_threads)
+
+    # The embedded default: build the tiny model / render the synthetic logs once (main process first).
+    with training_args.main_process_first(desc="prepare model and data"):
+        if script_args.tiny_model is not None:
+            model_args.model_name_or_path = str(tiny_model_dir(script_args.tiny_model, model_args.model_name_or_path))
+        if script_args.synthetic is not None and find_label_table_or_none(script_args.dataset_dir) is None:
+            generate_synthetic_dataset(script_args.dataset_dir, **script_args.synthetic)
+    if not model_args.model_name_or_path:
+        raise ValueError("set model_name_or_path (or tiny_model) in the recipe")
+
+    prompt = load_prompt(script_args.prompt_file)
+    processor = load_processor(
+        model_args.model_name_or_path, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels
+    )
+    check_max_length(training_args.max_length, processor, prompt)
+    data = load_judge_dataset(script_args.dataset_dir, seed=script_args.split_seed, min_side=script_args.min_image_side)
+    for split in ("train", script_args.judge_eval_split, script_args.judge_test_split):
+        if split not in data:
+            raise ValueError(f"{script_args.dataset_dir} has no {split!r} split (splits: {list(data)})")
+    eval_split = data[script_args.judge_eval_split]
+    if script_args.judge_eval_max_samples and len(eval_split) > script_args.judge_eval_max_samples:
+        eval_split = eval_split.shuffle(seed=0).select(range(script_args.judge_eval_max_samples))
+
+    # The judge collator builds the chat and the answer-only labels itself, from columns TRL would drop.
+    training_args.remove_unused_columns = False
+    training_args.assistant_only_loss = False
+    model, peft_config = build_model(model_args, script_args)
+
+    run_name = training_args.run_name or Path(training_args.output_dir).name
+    with mlflow_run(
+        script_args.mlflow_tracking_uri,
+        script_args.mlflow_experiment,
+        run_name=run_name,
+        is_main_process=training_args.process_index == 0,
+    ) as run:
+        if run.enabled and "mlflow" not in training_args.report_to:
+            training_args.report_to = [*training_args.report_to, "mlflow"]
+        trainer = JudgeSFTTrainer(
+            model=model,
+            args=training_args,
+            data_collator=JudgeDataCollator(processor=processor, prompt=prompt, label_mode=script_args.label_mode),
+            train_dataset=prepare_split(data["train"], script_args.max_train_samples),
+            eval_dataset=prepare_split(eval_split) if training_args.eval_strategy != "no" else None,
+            processing_class=processor,
+            peft_config=peft_config,
+            judge_prompt=prompt,
+            group_by="prompt_id" if script_args.group_batches_by_prompt else None,
+        )
+        callback = JudgeEvalCallback(eval_split, prompt=prompt, batch_size=script_args.judge_eval_batch_size)
+        callback.attach(trainer)
+        fingerprint = dataset_fingerprint(script_args.dataset_dir)
+        run.log_params(
+            {
+                "recipe": recipe,
+                "dataset_dir": script_args.dataset_dir,
+                "dataset_fingerprint": fingerprint,
+                "prompt_version": prompt.version,
+                "label_mode": script_args.label_mode,
+                "pixel_bounds": pixel_bounds(processor),
+                **{f"split_size_{k}": len(v) for k, v in data.items()},
+            }
+        )
+        run.set_tags({"dataset_fingerprint": fingerprint, "prompt_version": prompt.version})
+        if recipe:
+            run.log_artifact(recipe, artifact_path="recipe")
+
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_metrics("train", train_result.metrics)
+
+        # Final numbers: the (best, when load_best_model_at_end) model on the test split -> eval_results.json.
+        test = score_split(
+            trainer.model, processor, data[script_args.judge_test_split], prompt=prompt,
+            batch_size=script_args.judge_eval_batch_size,
+        )
+        metrics = {f"eval_{k}": v for k, v in test.items()}
+        metrics["eval_split"] = script_args.judge_test_split
+        if trainer.state.best_metric is not None:
+            metrics["eval_best_validation_roc_auc"] = trainer.state.best_metric
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        trainer.save_model(training_args.output_dir)  # weights or adapter + processor with its pixel bounds
+        if trainer.is_world_process_zero():
+            meta = training_metadata(
+                recipe=recipe, script_args=script_args, training_args=training_args, model_args=model_args,
+                processor=processor, prompt=prompt, data=data, fingerprint=fingerprint, metrics=metrics,
+                adapter=peft_config is not None, history=callback.history, train_metrics=train_result.metrics,
+            )
+            meta_path = write_json(Path(training_args.output_dir) / TRAINING_FILE, meta)
+            run.log_metrics({f"test_{k[5:]}": v for k, v in metrics.items() if isinstance(v, float)})
+            run.log_artifact(meta_path)
+            run.log_artifact(Path(training_args.output_dir) / "eval_results.json")
+    trainer.accelerator.print(f"saved to {training_args.output_dir}: eval_roc_auc={metrics['eval_roc_auc']:.4f}")
+    trainer.end()  # finish trackers, destroy the process group
+    return metrics
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = TrlParser((JudgeScriptArguments, SFTConfig, ModelConfig))
+    main(*parser.parse_args_and_config(), recipe=recipe_path(sys.argv))

@@ -1,0 +1,41 @@
+"""Training of the defect judge (recipes/sft.py): collation, the answer loss, the eval callback, model setup,
+MLflow tracking and the run's metadata."""
+
+from .args import JudgeScriptArguments
+from .callbacks import JudgeEvalCallback, judge_metrics, score_split
+from .collate import (
+    JudgeDataCollator,
+    check_max_length,
+    find_label_table_or_none,
+    max_sequence_length,
+    prepare_split,
+    training_chat_template,
+)
+from .metadata import TRAINING_FILE, read_training_metadata, training_metadata
+from .model_setup import build_model, lora_target_regex, peft_config_for, set_trainable_parts, tiny_model_dir
+from .tracking import mlflow_run
+from .trainer import JudgeSFTTrainer, answer_loss_terms
+
+__all__ = [
+    "TRAINING_FILE",
+    "JudgeDataCollator",
+    "JudgeEvalCallback",
+    "JudgeSFTTrainer",
+    "JudgeScriptArguments",
+    "answer_loss_terms",
+    "build_model",
+    "check_max_length",
+    "find_label_table_or_none",
+    "judge_metrics",
+    "lora_target_regex",
+    "max_sequence_length",
+    "mlflow_run",
+    "peft_config_for",
+    "prepare_split",
+    "read_training_metadata",
+    "score_split",
+    "set_trainable_parts",
+    "tiny_model_dir",
+    "training_chat_template",
+    "training_metadata",
+]

@@ -1,0 +1,127 @@
+"""Script arguments of recipes/sft.py: the judge-specific half of a recipe (TRL's SFTConfig and ModelConfig hold
+the rest). Every field can be set in the recipe YAML and overridden on the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlm_judge.modeling import DEFAULT_MIN_PIXELS, NATIVE_1024_MAX_PIXELS
+
+LABEL_MODES = ("hard", "soft")
+
+
+def _as_dict(value: dict | str | None, name: str) -> dict[str, Any] | None:
+    # YAML gives a mapping, the command line a JSON string.
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--{name} must be a JSON object, got {value!r}: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"--{name} must be a JSON object, got {value!r}")
+    return parsed
+
+
+@dataclass
+class JudgeScriptArguments:
+    # ---- data
+    dataset_dir: str = field(
+        default="data/synthetic",
+        metadata={
+            "help": "Canonical dataset folder (images/ + labels.csv|jsonl|parquet), see vlm_judge.data."
+        },
+    )
+    synthetic: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "SyntheticConfig fields (JSON on the CLI). When set and dataset_dir has no label table, the "
+            "synthetic assessor logs are generated there first (the embedded default)."
+        },
+    )
+    min_image_side: int = field(
+        default=256,
+        metadata={"help": "Data guard: images with a shorter side are excluded (vlm_judge.data)."},
+    )
+    split_seed: int = field(
+        default=0, metadata={"help": "Seed of the prompt-grouped split (when none is given)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows."}
+    )
+    prompt_file: str | None = field(
+        default=None, metadata={"help": "Judge prompt YAML (default prompts/defect_judge.yaml)."}
+    )
+    # ---- model
+    tiny_model: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "TinyModelSpec fields (JSON on the CLI): build the tiny random-init Qwen2-VL into "
+            "model_name_or_path when that folder does not exist yet (the embedded default)."
+        },
+    )
+    min_pixels: int = field(
+        default=DEFAULT_MIN_PIXELS, metadata={"help": "Processor min_pixels (saved with the model)."}
+    )
+    max_pixels: int = field(
+        default=NATIVE_1024_MAX_PIXELS,
+        metadata={
+            "help": "Processor max_pixels (saved with the model); 1036*1036 keeps a 1024^2 image native."
+        },
+    )
+    train_vision_tower: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the ViT blocks + patch embedding (full FT: unfreeze; LoRA: adapters on them)."
+        },
+    )
+    train_merger: bool = field(
+        default=True,
+        metadata={
+            "help": "Train the vision-to-LM merger (full FT: unfreeze; LoRA: fully trained, modules_to_save)."
+        },
+    )
+    train_language_model: bool = field(
+        default=True,
+        metadata={"help": "Full FT only: train the LM (LoRA always adapts lora_target_modules)."},
+    )
+    # ---- loss
+    label_mode: str = field(
+        default="hard",
+        metadata={
+            "help": "hard: the answer is the assessors' majority label. soft: cross-entropy over the Yes/No pair "
+            "with target = vote ratio (soft_label)."
+        },
+    )
+    group_batches_by_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "Batches of whole prompts (all systems' images of a scene together): clean and defective "
+            "versions of one scene in the same batch make the defect, not the scene, the signal."
+        },
+    )
+    # ---- judge evaluation (the callback)
+    judge_eval_split: str = field(default="validation", metadata={"help": "Split scored during training."})
+    judge_test_split: str = field(
+        default="test", metadata={"help": "Split scored at the end -> eval_results.json."}
+    )
+    judge_eval_max_samples: int | None = field(
+        default=None, metadata={"help": "Cap on images scored per eval."}
+    )
+    judge_eval_batch_size: int = field(default=8, metadata={"help": "Batch size of the p_defect scorer."})
+    # ---- tracking
+    mlflow_tracking_uri: str = field(
+        default="./mlruns", metadata={"help": "MLflow tracking URI ('' disables)."}
+    )
+    mlflow_experiment: str = field(default="vlm-judge", metadata={"help": "MLflow experiment name."})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU runs)."})
+
+    def __post_init__(self) -> None:
+        self.synthetic = _as_dict(self.synthetic, "synthetic")
+        self.tiny_model = _as_dict(self.tiny_model, "tiny_model")
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} exceeds max_pixels {self.max_pixels}")
