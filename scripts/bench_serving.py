@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +29,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-
-READY_MARK = "vlm_judge.serve: ready at "
-
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
@@ -100,47 +96,6 @@ def bench_hf(model_dir: Path, images: list[str], warmup: str) -> tuple[dict, lis
         "latency_ms": latency_stats(latencies),
     }
     return result, scores
-
-
-class Server:
-    """python -m vlm_judge.serve in the background, its output in a log file."""
-
-    def __init__(self, model_dir: Path, log_path: Path):
-        from vlm_judge.serve import free_port
-
-        self.port = free_port()
-        self.log_path = log_path
-        command = [
-            sys.executable,
-            "-m",
-            "vlm_judge.serve",
-            "--model",
-            str(model_dir),
-            "--port",
-            str(self.port),
-        ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.start = time.monotonic()
-        with open(log_path, "wb") as handle:
-            self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env
-            )
-
-    def wait(self, timeout: float = 900) -> float:
-        while READY_MARK not in self.log_path.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() - self.start > timeout:
-                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-                raise RuntimeError(f"the judge server did not start:\n{tail}")
-            time.sleep(0.5)
-        return time.monotonic() - self.start
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # the launcher forwards it to vLLM and waits for a clean exit
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 def bench_vllm(
@@ -222,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     base_url = args.base_url
     try:
         if base_url is None:
+            from vlm_judge.server_process import JudgeServer
+
             log("starting python -m vlm_judge.serve ...")
-            server = Server(model_dir, work / "server.log")
-            report["vllm_startup_s"] = round(server.wait(), 1)
-            base_url = f"http://127.0.0.1:{server.port}/v1"
+            server = JudgeServer(model_dir, served_model_name=args.served_model_name)
+            base_url = server.start()
+            report["vllm_startup_s"] = round(server.startup_s, 1)
             log(f"server ready in {report['vllm_startup_s']} s")
         token_ids = fetch_answer_token_ids(base_url, args.served_model_name)
         report["vllm"] = {}
