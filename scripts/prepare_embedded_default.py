@@ -11,9 +11,6 @@ from pathlib import Path
 
 import yaml
 
-from vlm_judge.data import generate_synthetic_dataset
-from vlm_judge.training import tiny_model_dir
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,6 +21,10 @@ def main() -> None:
     missing = [key for key in ("tiny_model", "synthetic", "dataset_dir") if key not in recipe]
     if missing:
         parser.error(f"{args.config} lacks {', '.join(missing)}: it is not an embedded-default recipe")
+    # Imported after the argument check: vlm_judge.training pulls in TRL (seconds).
+    from vlm_judge.data import generate_synthetic_dataset
+    from vlm_judge.training import tiny_model_dir
+
     model = tiny_model_dir(recipe["tiny_model"], args.model_dir)
     print(f"[prepare] tiny base model: {model}")
     table = generate_synthetic_dataset(recipe["dataset_dir"], overwrite=True, **recipe["synthetic"])
