@@ -21,4 +21,4 @@ dvc metrics show
 echo "[main-job] done in $(( $(date +%s) - start )) s"
 echo "[main-job] report:        reports/main/report.md (+ metrics.json, predictions.csv, *.png)"
 echo "[main-job] merged judge:  models/judge-tiny (serve: python -m vlm_judge.serve --model models/judge-tiny)"
-echo "[main-job] training runs: runs/tiny-cpu, MLflow: mlflow ui --backend-store-uri ./mlruns"
+echo "[main-job] training runs: runs/tiny-cpu, MLflow: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
