@@ -1,4 +1,5 @@
-"""The synthetic assessor logs: loadable like real logs, per-system defect rates, determinism, native size."""
+"""The synthetic assessor logs: loadable like real logs, per-system defect rates, determinism, native size,
+the golden output, the defect registry."""
 
 from __future__ import annotations
 
@@ -9,16 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from vlm_judge.data import load_assessor_logs, load_judge_dataset
 from vlm_judge.data.synthetic import (
     DEFECT_TYPES,
+    DEFECTS,
+    DETECTION,
     SyntheticConfig,
     applicable_defects,
+    assessor_votes,
     generate_synthetic_dataset,
+    image_defect,
     make_scene,
     render_generation,
 )
+from vlm_judge.data.synthetic.defects import DefectType
 from vlm_judge.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,3 +149,130 @@ def test_cli(tmp_path: Path) -> None:
     frame, report = load_assessor_logs(out, min_side=64)
     assert len(frame) == 6 and not report.excluded
     assert (out / "meta.json").is_file() and (out / "README.md").is_file()
+
+
+# The built-in seven, spelled out so that adding a type to the registry does not move the golden config.
+SEVEN = ("smear", "seam", "warp", "noise_burst", "banding", "broken_grid", "garbled_text")
+GOLDEN = {
+    "num_prompts": 12,
+    "num_systems": 2,
+    "image_size": 96,
+    "seed": 0,
+    "defect_rates": (0.5, 1.0),
+    "defect_types": SEVEN,
+}
+# Computed with the single-module generator before it became a package (GENERATOR_VERSION 1). A change here
+# means the generator's output changed: intended only with a GENERATOR_VERSION bump.
+GOLDEN_LABELS_SHA256 = "27bbba0eed79a9528238588f3d3a9d7437d13d5eee54ba88b4727c6936c4693d"
+GOLDEN_IMAGES_SHA256 = "571453d6d68acf57a6b99af9484b7f3a012048970b75364ae80e78fecae62346"
+
+
+def images_digest(root: Path) -> str:
+    """sha256 over (name, shape, sha256 of the decoded RGB pixels) of every image: exact, yet independent of
+    the PNG encoder's zlib build."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "images").glob("*.png")):
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        digest.update(f"{path.name}:{pixels.shape}:{hashlib.sha256(pixels.tobytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def test_golden_output(tmp_path: Path) -> None:
+    table = generate_synthetic_dataset(tmp_path / "golden", **GOLDEN)
+    assert set(table["defect"]) == {"none", *SEVEN}  # the config exercises every built-in defect
+    assert (
+        hashlib.sha256((tmp_path / "golden" / "labels.csv").read_bytes()).hexdigest() == GOLDEN_LABELS_SHA256
+    )
+    assert images_digest(tmp_path / "golden") == GOLDEN_IMAGES_SHA256
+
+
+def test_registry_is_the_single_source() -> None:
+    assert DEFECT_TYPES == tuple(DEFECTS) == SEVEN
+    assert {name: d.detection for name, d in DEFECTS.items()} == DETECTION
+    assert SyntheticConfig().defect_types == DEFECT_TYPES
+    with pytest.raises(ValueError, match="subset of"):
+        SyntheticConfig(defect_types=("smear", "sparkle"))
+    for seed in range(20):
+        scene = make_scene(np.random.default_rng(seed))
+        expected = {"broken_grid": scene.grid is not None, "garbled_text": scene.text is not None}
+        assert applicable_defects(scene) == [d for d in SEVEN if expected.get(d, True)]
+        # Scene-independent types keep the caller's order, scene-dependent ones follow in registry order.
+        mixed = applicable_defects(scene, ("garbled_text", "seam", "broken_grid", "smear"))
+        assert mixed == ["seam", "smear"] + [d for d in ("broken_grid", "garbled_text") if expected[d]]
+
+
+def _invert(arr: np.ndarray, box, rng: np.random.Generator, strength: float, scene) -> None:
+    x0, y0, x1, y1 = box
+    arr[y0:y1, x0:x1] = 255 - arr[y0:y1, x0:x1]
+
+
+def test_a_new_defect_type_is_one_registry_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(DEFECTS, "invert", DefectType("invert", 1.0, image_defect(_invert)))
+    table = generate_synthetic_dataset(
+        tmp_path / "inv",
+        num_prompts=4,
+        num_systems=2,
+        image_size=64,
+        defect_rates=(1.0, 1.0),
+        defect_types=("invert",),
+    )
+    assert set(table["defect"]) == {"invert"} and (table["defect_votes"] == table["total_votes"]).all()
+    config = SyntheticConfig(votes=9, defect_types=("invert",))
+    assert assessor_votes(config, 0, 0, "invert") == 9
+
+
+def test_large_defect_area_with_broken_grid(tmp_path: Path) -> None:
+    # Regression: a region wider than ~1.5x the grid used to raise ValueError (uniform with low > high).
+    size = 128
+    scenes = [
+        s for s in (make_scene(np.random.default_rng(seed)) for seed in range(30)) if s.grid is not None
+    ]
+    for scene in scenes[:6]:
+        clean = np.asarray(render_generation(scene, size, np.random.default_rng(1)), dtype=np.int16)
+        broken = render_generation(
+            scene, size, np.random.default_rng(1), "broken_grid", np.random.default_rng(2), area=(0.85, 0.9)
+        )
+        changed = np.abs(np.asarray(broken, dtype=np.int16) - clean).max(axis=2) > 24
+        ys, xs = np.nonzero(changed)
+        assert changed.any()
+        # The region is centred on the grid, so the damage lies within the grid's extent.
+        g = scene.grid
+        assert g.x0 - 0.1 <= xs.mean() / size <= g.x1 + 0.1 and g.y0 - 0.1 <= ys.mean() / size <= g.y1 + 0.1
+    table = generate_synthetic_dataset(
+        tmp_path / "wide",
+        num_prompts=8,
+        num_systems=2,
+        image_size=64,
+        defect_rates=(1.0, 1.0),
+        defect_area=(0.6, 0.9),
+        defect_types=("broken_grid", "garbled_text"),
+    )
+    assert len(table) == 16 and "none" not in set(table["defect"])
+
+
+@pytest.mark.parametrize("only", ["broken_grid", "garbled_text"])
+def test_only_scene_dependent_defects(tmp_path: Path, only: str) -> None:
+    # Regression: defect_types=(only,) used to raise KeyError on a scene without a grid / text. A prompt whose
+    # scene cannot show the defect and has a planned defect is drawn again, so every plan is kept exactly.
+    kwargs = {"num_prompts": 12, "num_systems": 3, "image_size": 64, "seed": 6, "defect_types": (only,)}
+    first = [make_scene(np.random.default_rng([6, 0, p])) for p in range(12)]  # each prompt's first draw
+    lacking = [s for s in first if (s.grid if only == "broken_grid" else s.text) is None]
+    assert lacking  # seed 6 does exercise the redraw
+    noun = "grid of" if only == "broken_grid" else "lines of"
+
+    table = generate_synthetic_dataset(tmp_path / "only", defect_rates=(0.5, 1.0), **kwargs)
+    per_system = table.assign(d=table["defect"] != "none").groupby("system")["d"].sum().tolist()
+    assert per_system == [6, 9, 12]  # round(rate * 12), rates 0.5, 0.75, 1.0
+    assert set(table["defect"]) == {"none", only}
+    assert all(
+        noun in prompt for prompt in table["prompt"]
+    )  # every prompt has a defect here: grid/text drawn
+
+    # Prompts without a planned defect keep their first scene: nothing changes where nothing crashed before.
+    clean = generate_synthetic_dataset(tmp_path / "clean", defect_rates=(0.0, 0.0), **kwargs)
+    assert clean.drop_duplicates("prompt_id").sort_values("prompt_id")["prompt"].tolist() == [
+        s.prompt for s in first
+    ]
+    with pytest.raises(ValueError, match="does not apply"):
+        render_generation(lacking[0], 64, np.random.default_rng(0), only, np.random.default_rng(1))
