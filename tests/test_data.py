@@ -382,3 +382,67 @@ def test_float_written_labels_and_gaps(tmp_path: Path) -> None:
     frame, report = load(tmp_path)
     assert frame["label"].tolist() == [1, 0]
     assert [(e.row, e.reason) for e in report.excluded] == [(3, "missing value in required column(s) label")]
+
+
+def test_same_picture_in_two_systems_is_kept_and_noted(tmp_path: Path) -> None:
+    # An SbS where two systems drew the same picture for a prompt: both rows are kept (noted, with the same
+    # pixel hash so the picture is judged once); the same picture twice for one system and prompt is excluded.
+    good = write_images(tmp_path, 2)
+    img = tmp_path / "images"
+    Image.open(tmp_path / good[0]).save(img / "copy_v2.png", compress_level=1)  # other bytes, same pixels
+    Image.open(tmp_path / good[0]).save(img / "copy_v1.png", compress_level=9)
+    rows = [
+        {"image": good[0], "prompt_id": "p1", "system": "v1", "label": 0},
+        {"image": "images/copy_v2.png", "prompt_id": "p1", "system": "v2", "label": 1},
+        {"image": "images/copy_v1.png", "prompt_id": "p1", "system": "v1", "label": 0},
+        {"image": good[1], "prompt_id": "p2", "system": "v1", "label": 0},
+    ]
+    write_table(tmp_path, rows)
+    frame, report = load(tmp_path)
+    assert frame["row"].tolist() == [1, 2, 4]
+    assert [(e.row, e.kind, e.reason) for e in report.excluded] == [
+        (3, "duplicate_image", f"duplicate of {good[0]} (row 1)")
+    ]
+    assert [(n.row, n.kind) for n in report.notes] == [(2, "shared_image")]
+    assert f"same pixels as {good[0]} (row 1, system v1, prompt p1)" in report.notes[0].note
+    assert frame["pixel_sha256"].iloc[0] == frame["pixel_sha256"].iloc[1] != frame["pixel_sha256"].iloc[2]
+    assert frame["image_sha256"].iloc[0] != frame["image_sha256"].iloc[1]  # different files
+    assert "1 kept rows share their pixels" in report.summary()
+    assert "row 2 (images/copy_v2.png), kept: same pixels" in str(report)
+
+
+def test_load_generations_labels_optional_and_folder_layout(tmp_path: Path) -> None:
+    from vlm_judge.data import load_generations
+
+    names = write_images(tmp_path / "canon", 3)
+    rows = [{"image": n, "prompt_id": f"p{i}", "system": "s"} for i, n in enumerate(names)]
+    write_table(tmp_path / "canon", rows)
+    with pytest.raises(DataFormatError, match="missing required column"):
+        load(tmp_path / "canon")  # training/eval.compare still need labels
+    frame, report = load_generations(tmp_path / "canon", min_side=SIDE)
+    assert len(frame) == 3 and frame["label"].isna().all() and frame["soft_label"].isna().all()
+    # Labels on some rows only: the others are kept without one.
+    write_table(tmp_path / "canon", [{**rows[0], "label": 1}, {**rows[1], "label": None}, rows[2]])
+    frame, report = load_generations(tmp_path / "canon", min_side=SIDE)
+    assert frame["label"].tolist()[0] == 1 and frame["label"].isna().tolist() == [False, True, True]
+
+    layout = tmp_path / "renders"
+    for system, seeds in (("gen-a", (1, 2)), ("gen-b", (3, 4))):
+        (layout / system).mkdir(parents=True)
+        for k, seed in enumerate(seeds):
+            (layout / system / f"prompt{k}.png").write_bytes(png_bytes(seed))
+    (layout / "gen-b" / "notes.txt").write_text("not a picture")
+    (layout / "gen-b" / ".hidden.png").write_bytes(png_bytes(9))
+    (layout / "README.md").write_text("top-level files are not renders")
+    frame, report = load_generations(layout, min_side=SIDE)
+    assert sorted(zip(frame["system"], frame["prompt_id"], strict=True)) == [
+        ("gen-a", "prompt0"),
+        ("gen-a", "prompt1"),
+        ("gen-b", "prompt0"),
+        ("gen-b", "prompt1"),
+    ]
+    assert [(e.image, e.kind) for e in report.excluded] == [("gen-b/notes.txt", "not_image")]
+    assert report.source.endswith("(folder layout)")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DataFormatError, match=r"nothing: empty: no label table"):
+        load_generations(tmp_path / "nothing")

@@ -1,9 +1,10 @@
 """Assessor-log data: the canonical format (see ``format.py``), the quality guard, prompt-grouped splits,
 the Hugging Face dataset view and the synthetic generator (the embedded default dataset).
 
-    from vlm_judge.data import load_assessor_logs, load_judge_dataset
+    from vlm_judge.data import load_assessor_logs, load_generations, load_judge_dataset
     frame, report = load_assessor_logs("data/synthetic")      # pandas, kept rows + GuardReport
     ds = load_judge_dataset("data/synthetic")                  # DatasetDict train/validation/test, Image column
+    frame, report = load_generations("renders/")               # labels optional, or DIR/<system>/<prompt_id>.png
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from vlm_judge.images import file_sha256
 
+from .folders import folder_table, is_folder_layout
 from .format import (
     SPLITS,
     DataFormatError,
@@ -27,7 +29,7 @@ from .format import (
     find_label_table,
     read_label_table,
 )
-from .guard import ExcludedRow, GuardReport, guard_table
+from .guard import ExcludedRow, GuardReport, NotedRow, guard_table
 from .splits import split_by_prompt, validate_splits
 from .synthetic import DEFECT_TYPES, SyntheticConfig, generate_synthetic_dataset
 
@@ -42,10 +44,12 @@ __all__ = [
     "DataFormatError",
     "ExcludedRow",
     "GuardReport",
+    "NotedRow",
     "dataset_fingerprint",
     "find_label_table",
     "generate_synthetic_dataset",
     "load_assessor_logs",
+    "load_generations",
     "load_judge_dataset",
     "split_by_prompt",
     "validate_splits",
@@ -81,6 +85,21 @@ def load_assessor_logs(
     frame, report = guard_table(
         raw, dataset_root(table), source=str(table), min_side=min_side, check_images=check_images
     )
+    logger.log(logging.WARNING if report.excluded else logging.INFO, report.summary())
+    return frame, report
+
+
+def load_generations(root: str | Path, *, min_side: int = 256) -> tuple[pd.DataFrame, GuardReport]:
+    """Generations to compare side by side, assessors' labels optional: a canonical dataset folder (or table
+    file) whose label/vote columns may be absent or empty, or a folder DIR/<system>/<prompt_id>.<ext> (see
+    folders.py). The same quality guard as load_assessor_logs; rows without labels have ``label`` <NA>."""
+    if is_folder_layout(root):
+        raw, base, source = folder_table(root), Path(root).resolve(), f"{root} (folder layout)"
+    else:
+        table = find_label_table(root)
+        raw, base, source = read_label_table(table), dataset_root(table), str(table)
+        check_columns(raw, table, require_labels=False)
+    frame, report = guard_table(raw, base, source=source, min_side=min_side, require_labels=False)
     logger.log(logging.WARNING if report.excluded else logging.INFO, report.summary())
     return frame, report
 

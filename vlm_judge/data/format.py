@@ -146,12 +146,16 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def check_columns(frame: pd.DataFrame, path: str | Path) -> None:
-    """Raise DataFormatError naming the file and the missing columns."""
+def check_columns(frame: pd.DataFrame, path: str | Path, *, require_labels: bool = True) -> None:
+    """Raise DataFormatError naming the file and the missing columns (labels only when ``require_labels``)."""
     columns = set(frame.columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     has_votes = all(c in columns for c in VOTE_COLUMNS)
-    if LABEL_COLUMN not in columns and not has_votes:
+    if not require_labels:
+        partial = [c for c in VOTE_COLUMNS if c in columns]
+        if partial and not has_votes and LABEL_COLUMN not in columns:
+            missing += [c for c in VOTE_COLUMNS if c not in columns]  # half a vote pair is a broken table
+    elif LABEL_COLUMN not in columns and not has_votes:
         partial = [c for c in VOTE_COLUMNS if c in columns]
         if partial:
             missing += [c for c in VOTE_COLUMNS if c not in columns]

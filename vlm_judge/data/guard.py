@@ -17,11 +17,17 @@ truncated           ``truncated file ...``
 undecodable         ``cannot be decoded ...`` / ``file is empty`` / other decoder errors
 too_small           ``too small: WxH, each side must be >= N px``
 too_large           ``too large: ...`` (decompression-bomb guard of images.load_image)
-duplicate_image     ``duplicate of <image> (row N)`` (same decoded pixels as an earlier kept row)
+duplicate_image     ``duplicate of <image> (row N)`` (same decoded pixels as an earlier kept row of the
+                    same system and prompt)
 =================== =================================================================================
 
 Duplicate images are found by a hash of the decoded pixels (not the file bytes), so the same picture saved
-twice with different PNG settings or metadata still counts as a duplicate.
+twice with different PNG settings or metadata still counts as a duplicate. Only a *true* duplicate is excluded:
+the same path twice (``duplicate_row``) or the same pixels for the same system and prompt. Two systems that drew
+the same picture (e.g. for the same prompt and seed) are a legitimate side-by-side: such rows are kept and
+*noted* (``GuardReport.notes``, kind ``shared_image``); kept rows carry ``pixel_sha256`` so a scorer can judge
+the picture once for all of them. Without labels required (``require_labels=False``, label-free SbS), a row
+without label or votes is kept with ``label``/``soft_label`` missing instead of being excluded.
 """
 
 from __future__ import annotations
@@ -50,11 +56,20 @@ class ExcludedRow:
     reason: str  # human-readable, names the value or file at fault
 
 
+@dataclass(frozen=True)
+class NotedRow:
+    row: int  # 1-based data row of the label table (a kept row)
+    image: str
+    kind: str  # "shared_image"
+    note: str  # e.g. "same pixels as images/a.png (row 3, system gen-v1, prompt p1): kept, scored once"
+
+
 @dataclass
 class GuardReport:
     source: str  # the label table
     total: int = 0
     excluded: list[ExcludedRow] = field(default_factory=list)
+    notes: list[NotedRow] = field(default_factory=list)  # kept rows worth a remark
 
     @property
     def kept(self) -> int:
@@ -68,9 +83,13 @@ class GuardReport:
         """One line: what was kept and why the rest was excluded."""
         text = f"data guard: kept {self.kept} of {self.total} rows from {self.source}"
         if not self.excluded:
-            return text + "; nothing excluded"
-        kinds = ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
-        return f"{text}; excluded {len(self.excluded)} ({kinds})"
+            text += "; nothing excluded"
+        else:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
+            text += f"; excluded {len(self.excluded)} ({kinds})"
+        if self.notes:
+            text += f"; {len(self.notes)} kept rows share their pixels with another system's or prompt's row"
+        return text
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -92,6 +111,7 @@ class GuardReport:
     def __str__(self) -> str:
         lines = [self.summary()]
         lines += [f"  row {e.row} ({e.image}): {e.reason}" for e in self.excluded]
+        lines += [f"  row {n.row} ({n.image}), kept: {n.note}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -127,11 +147,14 @@ def _parse_label(value: Any) -> int:
 
 
 def _labels(
-    record: dict[str, Any], has_votes: bool, has_label: bool
-) -> tuple[int, float, int | None, int | None]:
-    """(label, soft_label, defect_votes, total_votes) of one row, or _RowError."""
+    record: dict[str, Any], has_votes: bool, has_label: bool, required: bool = True
+) -> tuple[int | None, float, int | None, int | None]:
+    """(label, soft_label, defect_votes, total_votes) of one row, or _RowError; (None, nan, None, None) for a
+    row without labels when they are not required."""
     votes_given = has_votes and not any(is_missing(record[c]) for c in VOTE_COLUMNS)
     label_given = has_label and not is_missing(record[LABEL_COLUMN])
+    if not votes_given and not label_given and not required:
+        return None, math.nan, None, None
     if not votes_given and not label_given:
         # Name exactly the empty cells that could have given a label (the votes, the label or both).
         missing = [c for c in VOTE_COLUMNS if has_votes and is_missing(record[c])]
@@ -180,6 +203,7 @@ def guard_table(
     source: str = "",
     min_side: int = 256,
     check_images: bool = True,
+    require_labels: bool = True,
 ) -> tuple[pd.DataFrame, GuardReport]:
     """Validate and normalise a raw label table (see format.py); returns the kept rows and the report.
 
@@ -187,7 +211,10 @@ def guard_table(
     ``prompt_id``/``system``/``prompt``/``defect`` as text (``prompt``/``defect`` "" when absent),
     ``label`` (int), ``soft_label`` (float in [0, 1]), ``defect_votes``/``total_votes`` (nullable ints, only when
     the table has votes), ``split`` (only when the table has one) and, with ``check_images``, ``image_sha256``
-    (of the file bytes). Other columns are passed through.
+    (of the file bytes) and ``pixel_sha256`` (of the decoded pixels). Other columns are passed through.
+
+    With ``require_labels=False`` a row without label/votes is kept: ``label`` is then a nullable Int64 and
+    ``soft_label`` NaN for it (a table without any label column gives all-missing labels).
 
     With ``check_images=False`` only the file's existence is checked (no decoding, no duplicate-content check).
     """
@@ -198,7 +225,8 @@ def guard_table(
     has_label = LABEL_COLUMN in columns
     kept: list[dict[str, Any]] = []
     first_row_of_path: dict[str, int] = {}
-    first_of_pixels: dict[str, tuple[str, int]] = {}
+    # pixel hash -> (image, row, system, prompt_id) of every kept row with those pixels
+    rows_of_pixels: dict[str, list[tuple[str, int, str, str]]] = {}
 
     for index, record in enumerate(frame.to_dict(orient="records")):
         row = index + 1
@@ -207,7 +235,7 @@ def guard_table(
             missing = [c for c in REQUIRED_COLUMNS if is_missing(record[c])]
             if missing:
                 raise _RowError("missing_value", f"missing value in required column(s) {', '.join(missing)}")
-            label, soft, defect_votes, total_votes = _labels(record, has_votes, has_label)
+            label, soft, defect_votes, total_votes = _labels(record, has_votes, has_label, require_labels)
 
             path = os.path.normpath(root / image_cell)
             if path in first_row_of_path:
@@ -220,17 +248,26 @@ def guard_table(
             if not os.path.isfile(path):
                 what = " (a directory)" if os.path.isdir(path) else ""
                 raise _RowError("missing_file", f"image file missing: {path}{what}")
-            sha256 = None
+            sha256 = pixels = None
             if check_images:
                 try:
                     loaded = load_image(path, min_side=min_side, name=image_cell)
                 except ImageError as exc:
                     raise _RowError(_image_kind(exc.reason), exc.reason) from None
                 pixels = _pixel_hash(loaded.image)
-                if pixels in first_of_pixels:
-                    other, other_row = first_of_pixels[pixels]
-                    raise _RowError("duplicate_image", f"duplicate of {other} (row {other_row})")
-                first_of_pixels[pixels] = (image_cell, row)
+                system, prompt_id = as_text(record["system"]), as_text(record["prompt_id"])
+                same = rows_of_pixels.get(pixels, [])
+                for other, other_row, other_system, other_prompt in same:
+                    if (other_system, other_prompt) == (system, prompt_id):
+                        raise _RowError("duplicate_image", f"duplicate of {other} (row {other_row})")
+                if same:
+                    other, other_row, other_system, other_prompt = same[0]
+                    note = (
+                        f"same pixels as {other} (row {other_row}, system {other_system}, prompt "
+                        f"{other_prompt}): kept, scored once"
+                    )
+                    report.notes.append(NotedRow(row=row, image=image_cell, kind="shared_image", note=note))
+                rows_of_pixels.setdefault(pixels, []).append((image_cell, row, system, prompt_id))
                 sha256 = loaded.sha256
         except _RowError as err:
             report.excluded.append(ExcludedRow(row=row, image=image_cell, kind=err.kind, reason=err.reason))
@@ -253,13 +290,23 @@ def guard_table(
             out["defect_votes"], out["total_votes"] = defect_votes, total_votes
         if sha256 is not None:
             out["image_sha256"] = sha256
+            out["pixel_sha256"] = pixels
         kept.append(out)
 
-    return _to_frame(kept, columns, has_votes, "split" in columns, check_images), report
+    frame = _to_frame(
+        kept, columns, has_votes, "split" in columns, check_images, labels_optional=not require_labels
+    )
+    return frame, report
 
 
 def _to_frame(
-    kept: list[dict[str, Any]], columns: list[str], has_votes: bool, has_split: bool, check_images: bool
+    kept: list[dict[str, Any]],
+    columns: list[str],
+    has_votes: bool,
+    has_split: bool,
+    check_images: bool,
+    *,
+    labels_optional: bool = False,
 ) -> pd.DataFrame:
     # A fixed column order (known columns first) so csv/jsonl/parquet inputs give identical frames.
     lead = ["row", "image", "image_path", "prompt_id", "system", "label", "soft_label", "prompt", "defect"]
@@ -268,10 +315,11 @@ def _to_frame(
     if has_split:
         lead.append("split")
     if check_images:
-        lead.append("image_sha256")
+        lead += ["image_sha256", "pixel_sha256"]
     rest = [c for c in columns if c not in lead]
     frame = pd.DataFrame(kept, columns=lead + rest)
-    frame = frame.astype({"row": "int64", "label": "int64", "soft_label": "float64"})
+    label_type = "Int64" if labels_optional else "int64"  # nullable: label-free rows have none
+    frame = frame.astype({"row": "int64", "label": label_type, "soft_label": "float64"})
     if has_votes:
         frame = frame.astype({c: "Int64" for c in VOTE_COLUMNS})
     for column in ("image", "image_path", "prompt_id", "system", "prompt", "defect"):
