@@ -25,6 +25,13 @@ is itself significant) and the number of pairs where the judge is significant in
 
 Pairwise accuracy (seed 001): over all pairs of images of the same prompt whose hard labels differ, the share
 where the judge gives the defective image the higher p_defect (ties count 1/2); CI by bootstrap over prompts.
+
+The label-free SbS (``python -m eval.sbs``, the CLI lives in eval/sbs_cli.py) runs the same ``side_tests`` on the
+judge's scores and adds, per pair: per-prompt wins/ties/losses, a percentile-bootstrap CI of the mean difference
+over prompts (scipy.stats.bootstrap), and planning numbers (``POWER_METHOD``, ``MDE_METHOD``): the prompts
+needed for 80 % power and the minimum detectable effect at the prompts given. Both are simulated by
+resampling the observed per-prompt differences and testing each replicate with ``paired_test`` itself, so they
+hold for exactly the test (ties, zeros, the exact sign-test branch) that gives the verdict.
 """
 
 from __future__ import annotations
@@ -109,11 +116,23 @@ def _per_prompt(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return valid.groupby(["prompt_id", "system"])[column].mean().unstack("system")
 
 
-def _test(table: pd.DataFrame, a: str, b: str) -> tuple[PairTest, int]:
+def _differences(table: pd.DataFrame, a: str, b: str) -> pd.Series:
     if a not in table.columns or b not in table.columns:
-        return PairTest(0, math.nan, 1.0, None), 0
+        return pd.Series(dtype=float)
     both = table[[a, b]].dropna()
-    diffs = (both[a] - both[b]).to_numpy()
+    return both[a] - both[b]
+
+
+def pair_differences(frame: pd.DataFrame, score: str, a: str, b: str) -> pd.Series:
+    """Per-prompt score(A) - score(B) (index: prompt_id) over the prompts where both systems have a score;
+    several images of one prompt and system are averaged first."""
+    _check(frame, ["prompt_id", "system", score])
+    frame = frame.assign(system=frame["system"].astype(str), prompt_id=frame["prompt_id"].astype(str))
+    return _differences(_per_prompt(frame, score), a, b)
+
+
+def _test(table: pd.DataFrame, a: str, b: str) -> tuple[PairTest, int]:
+    diffs = _differences(table, a, b).to_numpy()
     if diffs.size == 0:
         return PairTest(0, math.nan, 1.0, None), 0
     mean_diff = float(diffs.mean())
@@ -144,28 +163,56 @@ def sbs_pairs(
         raise SbsError(f"correction must be one of {CORRECTIONS}, not {correction!r}")
     frame = frame.assign(system=frame["system"].astype(str), prompt_id=frame["prompt_id"].astype(str))
     assessors = _per_prompt(frame, assessor_score)
-    judge = _per_prompt(frame, score)
+    shared = [
+        (a, b)
+        for a, b in itertools.combinations(sorted(frame["system"].unique()), 2)
+        if _test(assessors, a, b)[0].n  # no shared prompt: not an SbS
+    ]
+    human = side_tests(frame, assessor_score, shared, alpha=alpha, correction=correction)
+    model = side_tests(frame, score, shared, alpha=alpha, correction=correction)
     pairs: list[SbsPair] = []
-    directions: list[tuple[int, int]] = []
-    for a, b in itertools.combinations(sorted(frame["system"].unique()), 2):
-        human, human_dir = _test(assessors, a, b)
-        if human.n == 0:
-            continue  # no shared prompt: not an SbS
-        model, model_dir = _test(judge, a, b)
-        agree = None if human.winner is None or model.winner is None else human.winner == model.winner
-        pairs.append(SbsPair(a, b, human, model, agree))
-        directions.append((human_dir, model_dir))
-    for side, position in (("assessors", 0), ("judge", 1)):
-        p_values = [getattr(pair, side).p_value for pair in pairs]
-        adjusted = holm(p_values) if correction == "holm" and p_values else p_values
-        for pair, p_adj, dirs in zip(pairs, adjusted, directions, strict=True):
-            test = getattr(pair, side)
-            # Significant only when the rank statistic and the mean point the same way (both are signs of A - B).
-            same_way = test.winner is not None and dirs[position] == int(np.sign(test.mean_diff))
-            test.significant = bool(p_adj < alpha and same_way)
-            if correction == "holm":
-                test.p_value = float(p_adj)
+    for (a, b), h, m in zip(shared, human, model, strict=True):
+        agree = None if h.winner is None or m.winner is None else h.winner == m.winner
+        pairs.append(SbsPair(a, b, h, m, agree))
     return pairs
+
+
+def side_tests(
+    frame: pd.DataFrame,
+    score: str,
+    pairs: list[tuple[str, str]],
+    *,
+    alpha: float = ALPHA,
+    correction: str = "none",
+) -> list[PairTest]:
+    """The paired test of each (A, B) in ``pairs`` on one score column (the assessors' or a judge's), with the
+    multiple-comparison correction over exactly these pairs. One code path for every SbS verdict."""
+    _check(frame, ["prompt_id", "system", score])
+    if correction not in CORRECTIONS:
+        raise SbsError(f"correction must be one of {CORRECTIONS}, not {correction!r}")
+    frame = frame.assign(system=frame["system"].astype(str), prompt_id=frame["prompt_id"].astype(str))
+    table = _per_prompt(frame, score)
+    results = [_test(table, a, b) for a, b in pairs]
+    tests = [test for test, _ in results]
+    p_values = [test.p_value for test in tests]
+    adjusted = holm(p_values) if correction == "holm" and p_values else p_values
+    for (test, direction), p_adj in zip(results, adjusted, strict=True):
+        # Significant only when the rank statistic and the mean point the same way (both are signs of A - B).
+        same_way = test.winner is not None and direction == int(np.sign(test.mean_diff))
+        test.significant = bool(p_adj < alpha and same_way)
+        if correction == "holm":
+            test.p_value = float(p_adj)
+    return tests
+
+
+def verdict(test: PairTest) -> str:
+    """Verdict "A better" / "B better" (the less defective system of the pair, significant) or "no significant
+    difference"; "no shared scored prompt" when nothing could be compared."""
+    if test.n == 0:
+        return "no shared scored prompt"
+    if not test.significant or test.winner is None:
+        return "no significant difference"
+    return "B better" if test.mean_diff > 0 else "A better"
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -267,3 +314,106 @@ def sbs_report(
         "pairs": [p.row() for p in pairs],
         "pairwise": pairwise_accuracy(frame, score, n_boot=n_boot, seed=seed),
     }
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+POWER = 0.8
+POWER_METHOD = (
+    "Noether's (1987) normal approximation for the Wilcoxon signed-rank test: n = (z[1-alpha/2] + z[power])^2 "
+    "/ (3 (p' - 1/2)^2), p' = P(d_i + d_j > 0) estimated from the observed per-prompt differences (all pairs "
+    "i < j, ties 1/2); under holm, alpha/m (Bonferroni over the m pairs, conservative); at least 6 prompts"
+)
+MDE_METHOD = (
+    "the same formula solved for a shift delta of the centred observed differences at the observed number of "
+    "prompts: the smallest |mean difference| with 80 % power (undefined below ~11 prompts, where even p' = 1 "
+    "is not enough for the approximation)"
+)
+MIN_PROMPTS = 6  # fewer prompts can never reach p < 0.05 with the exact sign test
+
+
+def wins_ties_losses(diffs: np.ndarray) -> dict[str, int]:
+    """Per-prompt outcomes of A vs B from d = score(A) - score(B): A wins when its score is lower."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    return {
+        "a_wins": int((d < -TIE_TOLERANCE).sum()),
+        "ties": int((np.abs(d) <= TIE_TOLERANCE).sum()),
+        "b_wins": int((d > TIE_TOLERANCE).sum()),
+    }
+
+
+def bootstrap_mean_ci(
+    diffs: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float]:
+    """Percentile-bootstrap CI of the mean per-prompt difference, resampling prompts (scipy.stats.bootstrap);
+    [nan, nan] with fewer than 2 prompts or n_boot = 0."""
+    d = _finite(diffs)
+    if n_boot <= 0 or d.size < 2:
+        return [math.nan, math.nan]
+    if np.ptp(d) == 0:
+        return [float(d[0]), float(d[0])]  # every resample has the same mean
+    result = stats.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def _finite(diffs: np.ndarray) -> np.ndarray:
+    d = np.asarray(diffs, dtype=float)
+    return d[np.isfinite(d)]
+
+
+def _walsh_sums(d: np.ndarray) -> np.ndarray:
+    i, j = np.triu_indices(d.size, k=1)
+    return d[i] + d[j]
+
+
+def _z_total(alpha: float, power: float) -> float:
+    return float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
+
+
+def prompts_for_power(diffs: np.ndarray, *, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """Prompts at which the observed effect is significant with ``power`` (POWER_METHOD); None when the
+    differences have no direction (p' = 1/2)."""
+    d = _finite(diffs)
+    if d.size < 2:
+        return None
+    sums = _walsh_sums(d)
+    p_prime = float((sums > 0).mean() + 0.5 * (sums == 0).mean())
+    if abs(p_prime - 0.5) < TIE_TOLERANCE:
+        return None
+    n = _z_total(alpha, power) ** 2 / (3 * (p_prime - 0.5) ** 2)
+    return max(MIN_PROMPTS, math.ceil(n - 1e-9))
+
+
+def minimum_detectable_effect(
+    diffs: np.ndarray, *, alpha: float = ALPHA, power: float = POWER
+) -> float | None:
+    """Smallest |mean difference| detectable with ``power`` at the observed number of prompts (MDE_METHOD);
+    None when the differences have no spread or the prompts are too few for any effect."""
+    d = _finite(diffs)
+    if d.size < 2 or np.ptp(d) == 0:
+        return None
+    target = 0.5 + _z_total(alpha, power) / math.sqrt(3 * d.size)  # the p' the prompts given need
+    if target > 1:
+        return None
+    # p'(delta) = P(c_i + c_j + 2 delta > 0) over the centred differences c: the smallest delta with at least
+    # ceil(target * M) of the M pair sums above -2 delta.
+    sums = np.sort(_walsh_sums(d - d.mean()))
+    k = math.ceil(target * sums.size - 1e-9)
+    return max(0.0, float(-sums[sums.size - k]) / 2)
+
+
+if __name__ == "__main__":  # python -m eval.sbs: the label-free SbS command (eval/sbs_cli.py)
+    import sys
+
+    from eval.sbs_cli import main
+
+    sys.exit(main())

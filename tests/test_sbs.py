@@ -169,3 +169,75 @@ def test_sbs_report_shape_and_missing_columns():
     assert report["pairwise"]["accuracy"] > 0.9
     with pytest.raises(S.SbsError, match="system"):
         S.sbs_report(_frame().drop(columns=["system"]), "oracle")
+
+
+# ---------------------------------------------------------------------------------------------- label-free SbS
+
+
+def test_side_tests_is_the_sbs_pairs_code_path():
+    frame = _frame()
+    pairs = S.sbs_pairs(frame, "oracle", correction="holm")
+    keys = [(p.system_a, p.system_b) for p in pairs]
+    judge = S.side_tests(frame, "oracle", keys, correction="holm")
+    assessors = S.side_tests(frame, "soft_label", keys, correction="holm")
+    for pair, j, a in zip(pairs, judge, assessors, strict=True):
+        assert j == pair.judge and a == pair.assessors
+    verdicts = {k: S.verdict(t) for k, t in zip(keys, judge, strict=True)}
+    assert (
+        verdicts[("bad", "good")] == "B better" and verdicts[("good", "twin")] == "no significant difference"
+    )
+    assert verdicts[("bad", "twin")] == "B better"
+    assert S.verdict(S.PairTest(0, math.nan, 1.0, None)) == "no shared scored prompt"
+    d = S.pair_differences(frame, "oracle", "bad", "good")
+    assert len(d) == 30 and d.mean() == pytest.approx(_pair(pairs, "bad", "good").judge.mean_diff)
+
+
+def test_wins_ties_losses_and_bootstrap_ci():
+    d = np.array([-0.3, -0.1, 0.0, 1e-12, 0.2, 0.4, 0.5])
+    assert S.wins_ties_losses(d) == {"a_wins": 2, "ties": 2, "b_wins": 3}
+    rng = np.random.default_rng(0)
+    sample = rng.normal(0.1, 0.2, 60)
+    lo, hi = S.bootstrap_mean_ci(sample, 2000, seed=1)
+    assert lo < sample.mean() < hi
+    # The percentile interval is close to the normal one, mean +- 1.96 SE, at n = 60.
+    se = sample.std(ddof=1) / math.sqrt(sample.size)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert S.bootstrap_mean_ci(sample, 2000, seed=1) == [lo, hi]  # seeded
+    assert all(math.isnan(v) for v in S.bootstrap_mean_ci(sample[:1]))
+    assert S.bootstrap_mean_ci(np.zeros(5)) == [0.0, 0.0]
+
+
+def _power(diffs: np.ndarray, n: int, shift: float = 0.0, sims: int = 300, seed: int = 0) -> float:
+    """Power of S.paired_test itself at n prompts resampled from diffs + shift (the check of the formula)."""
+    rng = np.random.default_rng(seed)
+    pool = diffs + shift
+    hits = 0
+    for _ in range(sims):
+        sample = rng.choice(pool, n)
+        p, direction = S.paired_test(sample)
+        hits += p < 0.05 and direction == np.sign(pool.mean())
+    return hits / sims
+
+
+def test_prompts_for_power_and_mde_hold_for_the_real_test():
+    d = np.random.default_rng(2).normal(0.08, 0.2, 40)
+    n = S.prompts_for_power(d)
+    assert 20 < n < 200
+    # Noether's n gives ~80 % power to the real test (the approximation errs a few points on the safe side).
+    assert 0.72 <= _power(d, n) <= 0.92
+    assert _power(d, n // 2) < 0.7
+    mde = S.minimum_detectable_effect(d)
+    centred = d - d.mean()
+    assert 0.72 <= _power(centred, d.size, shift=mde) <= 0.92
+    assert _power(centred, d.size, shift=mde / 2) < 0.6
+    # A larger effect needs fewer prompts; more prompts detect smaller effects; stricter alpha needs more.
+    assert S.prompts_for_power(d + 0.1) < n and S.prompts_for_power(d, alpha=0.01) > n
+    assert S.minimum_detectable_effect(np.r_[d, d]) < mde
+    # Degenerate inputs: no direction, no spread, too few prompts.
+    assert S.prompts_for_power(np.array([0.1, -0.1, 0.2, -0.2])) is None
+    assert S.minimum_detectable_effect(np.zeros(30)) is None
+    assert S.minimum_detectable_effect(d[:8]) is None
+    # Every difference the same way (p' = 1): the formula's floor, (z_0.975 + z_0.8)^2 / 0.75 -> 11 prompts.
+    assert S.prompts_for_power(np.ones(3)) == math.ceil(
+        (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) ** 2 / 0.75
+    )
