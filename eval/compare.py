@@ -302,10 +302,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
             f"split {args.split!r} of {args.dataset} has no usable images; choose another --split"
         )
 
-    images = items.drop_duplicates("image_path")[["image", "image_path", "image_sha256"]].reset_index(
-        drop=True
-    )
-    images = images.rename(columns={"image_sha256": "sha256"})
+    # One request per distinct picture: rows of two systems that drew the same pixels share its score.
+    images = items.drop_duplicates("pixel_sha256")[["image", "image_path", "image_sha256", "pixel_sha256"]]
+    images = images.rename(columns={"image_sha256": "sha256"}).reset_index(drop=True)
     output = Path(args.output)
     cache_dir = Path(args.cache_dir) if args.cache_dir else output / "cache"
 
@@ -325,7 +324,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
             skipped.append({"name": config.name, "source": config.source, "reason": reason or "skipped"})
             print(f"{config.name}: {reason}", file=sys.stderr)
             continue
-        preds = items.merge(results, on="image_path", how="left", validate="many_to_one").assign(
+        results = results.drop(columns="image_path").assign(pixel_sha256=images["pixel_sha256"].to_numpy())
+        preds = items.merge(results, on="pixel_sha256", how="left", validate="many_to_one").assign(
             judge=config.name
         )
         tables.append(preds)

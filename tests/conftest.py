@@ -16,3 +16,23 @@ def tiny_model_dir(tmp_path_factory):
     from vlm_judge.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-qwen2-vl"))
+
+
+@pytest.fixture(scope="session")
+def make_renders():
+    """Factory for side-by-side test data: make(root, {system: {prompt_id: seed}}) writes the folder layout
+    root/<system>/<prompt_id>.png of random-noise pictures (same seed = same pixels; ``compress`` gives a
+    system's PNGs another compress level, i.e. the same pixels in different bytes) and returns root."""
+    import numpy as np
+    from PIL import Image
+
+    def make(root, layout, *, size: int = 96, compress: dict[str, int] | None = None):
+        for system, prompts in layout.items():
+            (root / system).mkdir(parents=True, exist_ok=True)
+            level = (compress or {}).get(system, 6)
+            for prompt_id, seed in prompts.items():
+                pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / system / f"{prompt_id}.png", compress_level=level)
+        return root
+
+    return make

@@ -1,0 +1,248 @@
+"""Write the label-free SbS report of ``python -m eval.sbs``: sbs.md, sbs.json, scores.csv and two plots.
+
+Input is the JSON-ready ``results`` dict eval.sbs_cli builds plus the scored rows; this module only formats.
+sbs.md puts the verdicts first (one line per pair, readable in ten seconds), then what the next SbS needs
+(prompts for 80 % power, minimum detectable effect), the systems, score drift against the baseline, the data
+guard and the methods.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .report import _num, _pct, _save, _table, jsonable
+
+PLOTS = {"distribution": "distribution.png", "differences": "differences.png"}
+SCORE_COLUMNS = ["image", "system", "prompt_id", "p_defect", "error"]
+
+
+def _signed(value: Any, digits: int = 3) -> str:
+    text = _num(value, digits)
+    return text if text == "–" or text.startswith("-") else f"+{text}"
+
+
+def _verdict_text(test: dict[str, Any], bold: bool = False) -> str:
+    text = test["verdict"]
+    if test.get("better"):
+        text = f"{text} ({test['better']})"
+    return f"**{text}**" if bold and test.get("better") else text
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    settings, data = results["settings"], results["dataset"]
+    pairs, labels = results["pairs"], results["has_labels"]
+    judge = results["judge"]
+    lines = [
+        f"# SbS by the judge `{judge['name']}` ({judge['model']})",
+        "",
+        f"Dataset `{data['path']}`: {data['n_images']} images of {len(data['systems'])} systems on "
+        f"{data['n_prompts']} prompts. Lower p_defect = fewer defects; a verdict needs p < {settings['alpha']} "
+        f"(Wilcoxon signed-rank on per-prompt differences, {settings['correction']} correction over "
+        f"{len(pairs)} pair{'s' if len(pairs) != 1 else ''}).",
+        "",
+    ]
+    header = ["A vs B", "judge's verdict"] + (["assessors' verdict"] if labels else [])
+    header += ["prompts", "mean p_defect A / B", "Δ = A − B [95 % CI]", "p"]
+    rows = []
+    for pair in pairs:
+        ci = pair["mean_diff_ci"]
+        row = [f"{pair['system_a']} vs {pair['system_b']}", _verdict_text(pair["judge"], bold=True)]
+        if labels:
+            row.append(_verdict_text(pair["assessors"]))
+        row += [
+            str(pair["n_prompts"]),
+            f"{_num(pair['mean_p_defect_a'])} / {_num(pair['mean_p_defect_b'])}",
+            f"{_signed(pair['judge']['mean_diff'])} [{_signed(ci[0])}, {_signed(ci[1])}]",
+            _num(pair["judge"]["p_value"], 4),
+        ]
+        rows.append(row)
+    lines += ["## Verdicts", "", _table(header, rows), ""]
+    if labels:
+        agree = sum(bool(p.get("assessors_agree")) for p in pairs)
+        lines += [
+            f"Assessors' verdict: the same test on the assessors' per-prompt vote share (soft label); the judge "
+            f"gives the same verdict on {agree} of {len(pairs)} pairs.",
+            "",
+        ]
+
+    threshold = settings["threshold"]
+    plan = []
+    for pair in pairs:
+        needed = pair["prompts_for_80_power"]
+        mde = pair["minimum_detectable_effect"]
+        plan.append(
+            [
+                f"{pair['system_a']} vs {pair['system_b']}",
+                f"{pair['a_wins']} / {pair['ties']} / {pair['b_wins']}",
+                f"{_pct(pair['defect_rate_a'])} / {_pct(pair['defect_rate_b'])}",
+                "– (no direction)" if needed is None else str(needed),
+                "–" if pair["judge"]["significant"] else ("– (no spread)" if mde is None else _num(mde)),
+            ]
+        )
+    lines += [
+        "## Planning the next SbS",
+        "",
+        _table(
+            [
+                "A vs B",
+                "prompts A wins / ties / B wins",
+                f"defect rate A / B (p ≥ {_num(threshold)})",
+                "prompts for 80 % power at the observed effect",
+                "min. detectable |Δ| with these prompts (non-significant pairs)",
+            ],
+            plan,
+        ),
+        "",
+        f"Prompts for 80 % power: {settings['power_method']}. Minimum detectable effect: {settings['mde_method']}.",
+        "",
+    ]
+
+    system_rows = [
+        [
+            name,
+            str(s["n_images"]),
+            str(s["n_prompts"]),
+            f"{s['n_scored']} / {s['n_failed']}",
+            _num(s["mean_p_defect"]),
+            _pct(s["defect_rate"]),
+        ]
+        for name, s in results["systems"].items()
+    ]
+    lines += [
+        "## Systems",
+        "",
+        _table(
+            [
+                "system",
+                "images",
+                "prompts",
+                "scored / failed",
+                "mean p_defect",
+                f"defect rate (p ≥ {_num(threshold)})",
+            ],
+            system_rows,
+        ),
+        "",
+        f"Threshold {_num(threshold, 4)}: {settings['threshold_source']}.",
+        "",
+    ]
+
+    drift = results["drift"]
+    lines += ["## Score drift against the baseline", ""]
+    if drift["baseline"] is None:
+        lines += ["No --baseline given: no drift comparison.", ""]
+    else:
+        drift_rows = []
+        rule = ""
+        for name, d in drift["systems"].items():
+            if "error" in d:
+                drift_rows.append([name, d["error"], "", "", "", "", ""])
+                continue
+            rule = d["alert_rule"]
+            drift_rows.append(
+                [
+                    name,
+                    f"{_num(d['psi'])} ({'**drift**' if d['drift'] else 'no drift'})",
+                    f"{_num(d['ks_statistic'])} (p={_num(d['ks_p_value'], 4)})",
+                    _num(d["js_distance"]),
+                    _signed(d["mean_shift"]),
+                    _signed(d["quantile_shift"]["q50"]),
+                    _signed(d["quantile_shift"]["q90"]),
+                ]
+            )
+        lines += [
+            f"Each system's p_defect distribution against `{drift['baseline']}` (eval.drift; {rule or 'PSI > 0.2'}).",
+            "",
+            _table(
+                ["system", "PSI", "KS", "Jensen-Shannon", "mean shift", "median shift", "q90 shift"],
+                drift_rows,
+            ),
+            "",
+        ]
+
+    lines += [
+        "## Data and judge",
+        "",
+        f"- {data['guard']}",
+        f"- pictures judged: {data['n_pictures_judged']} for {data['n_images']} images "
+        f"({len(data['shared_images'])} rows share their pixels with another row and reuse its score); "
+        f"{settings['n_cached']} came from the cache `{settings['cache_dir']}`",
+    ]
+    lines += [f"- excluded row {e['row']} ({e['image']}): {e['reason']}" for e in data["excluded"][:10]]
+    if len(data["excluded"]) > 10:
+        lines.append(f"- … and {len(data['excluded']) - 10} more excluded rows (sbs.json)")
+    lines += [
+        f"- judge: `{judge['config']}` → {judge['base_url']}, model `{judge['model']}`, {judge['mode']} mode, "
+        f"prompt {judge['prompt_version']}, config hash {judge['config_hash']}",
+        f"- test: {settings['test']}; CI: {settings['ci']} ({settings['bootstrap']} replicates, seed {settings['seed']})",
+        f"- plots: {', '.join(results.get('plots', {}).values()) or 'none'}",
+        f"- command: `{results['command']}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_plots(scored: pd.DataFrame, results: dict[str, Any], output: Path) -> dict[str, str]:
+    """p_defect distribution per system; per-prompt differences A − B per pair (sorted, with the mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display anywhere this runs
+    import matplotlib.pyplot as plt
+
+    from .sbs import pair_differences
+
+    valid = scored[scored["p_defect"].notna()]
+    if valid.empty:
+        return {}
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bins = np.linspace(0, 1, 21)
+    for system in results["dataset"]["systems"]:
+        values = valid.loc[valid["system"] == system, "p_defect"]
+        ax.hist(
+            values,
+            bins=bins,
+            histtype="step",
+            lw=1.6,
+            label=f"{system} (n={len(values)}, mean {_num(values.mean())})",
+        )
+    ax.set(xlabel="p_defect", ylabel="images", title="p_defect per system", xlim=(0, 1))
+    ax.legend(fontsize=8)
+    _save(fig, output / PLOTS["distribution"])
+
+    pairs = results["pairs"]
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(6, 2.4 * len(pairs)), squeeze=False)
+    for ax, pair in zip(axes[:, 0], pairs, strict=True):
+        d = np.sort(pair_differences(valid, "p_defect", pair["system_a"], pair["system_b"]).to_numpy())
+        colours = np.where(d > 0, "tab:blue", np.where(d < 0, "tab:orange", "grey"))
+        ax.bar(np.arange(d.size), d, color=colours, width=1.0)
+        ax.axhline(float(d.mean()) if d.size else 0.0, color="black", lw=1, ls="--", label="mean")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(
+            title=f"{pair['system_a']} − {pair['system_b']}: {pair['judge']['verdict']}",
+            xlabel="prompts (sorted)",
+            ylabel="Δ p_defect",
+        )
+        ax.legend(fontsize=8, loc="upper left")
+    _save(fig, output / PLOTS["differences"])
+    return dict(PLOTS)
+
+
+def write_sbs_report(results: dict[str, Any], scored: pd.DataFrame, output: str | Path) -> dict[str, Path]:
+    """Write scores.csv, the plots, sbs.json and sbs.md into ``output``; return their paths."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    scored[SCORE_COLUMNS].to_csv(output / "scores.csv", index=False)
+    plots = write_plots(scored, results, output)
+    results = {**results, "plots": plots}
+    (output / "sbs.json").write_text(
+        json.dumps(jsonable(results), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    (output / "sbs.md").write_text(render_markdown(results), encoding="utf-8")
+    paths = {"report": output / "sbs.md", "json": output / "sbs.json", "scores": output / "scores.csv"}
+    paths.update({key: output / name for key, name in plots.items()})
+    return paths
