@@ -24,7 +24,7 @@ from vlm_judge import serve
 from vlm_judge.client import JudgeClient, fetch_answer_token_ids
 from vlm_judge.images import to_data_url
 from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, load_model, load_processor, pixel_bounds, score_images
-from vlm_judge.protocol import load_prompt, openai_messages, p_defect_from_top_logprobs
+from vlm_judge.protocol import image_only_messages, load_prompt, openai_messages, p_defect_from_top_logprobs
 
 BASE, LORA = "defect-judge-base", "defect-judge"
 
@@ -115,7 +115,11 @@ def test_launcher_flags_fit_a_native_1024_judge(judge_dir, lora_dir, capsys):
     def flag(name):
         return command[command.index(name) + 1]
 
-    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert command[1:3] == ["-m", "vlm_judge.vllm_entry"]  # vLLM's server with a bounded HTTP shutdown
+    assert flag("--http-shutdown-timeout") == "5" and flag("--shutdown-timeout") == "10"  # drain, not abort
+    prompt = load_prompt()
+    assert json.dumps(prompt.user) in flag("--chat-template")  # the judge prompt for image-only requests
+    assert flag("--chat-template-content-format") == "openai"
     min_pixels, max_pixels = pixel_bounds(load_processor(judge_dir))
     assert max_pixels == NATIVE_1024_MAX_PIXELS
     assert json.loads(flag("--mm-processor-kwargs")) == {"min_pixels": min_pixels, "max_pixels": max_pixels}
@@ -199,6 +203,47 @@ def test_official_openai_client_and_raw_http_match_hf(server, images, hf_scores,
 
 
 @pytest.mark.slow
+def test_image_only_request_gets_the_judge_prompt_server_side(
+    server, judge_dir, images, hf_scores, token_ids
+):
+    """A request that carries only the image (what curl or any language sends) is tokenized exactly as the
+    client-built request, and scores the same p_defect through the official openai client."""
+    from openai import OpenAI
+
+    prompt = load_prompt()
+    url = to_data_url(images[1])
+    root = server.base_url.removesuffix("/v1")
+
+    def tokens(messages, **options):
+        body = {"model": BASE, "messages": messages, **options}
+        response = httpx.post(f"{root}/tokenize", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        return response.json()["tokens"]
+
+    client_built = tokens(openai_messages(prompt, url))
+    image_only = tokens(image_only_messages(url))
+    assert image_only == client_built
+    # Also when the caller forgets the generation prompt (pooling and /tokenize default it to false).
+    assert tokens(image_only_messages(url), add_generation_prompt=False) == client_built
+    tokenizer = load_processor(judge_dir).tokenizer
+    user_ids = tokenizer.encode(prompt.user, add_special_tokens=False)
+    text = tokenizer.decode(image_only)
+    assert prompt.system in text and prompt.user in text and text.endswith("<|im_start|>assistant\n")
+    assert any(image_only[i : i + len(user_ids)] == user_ids for i in range(len(image_only)))
+
+    response = OpenAI(base_url=server.base_url, api_key="EMPTY").chat.completions.create(
+        model=BASE,
+        messages=image_only_messages(url),
+        max_tokens=1,
+        temperature=0,
+        logprobs=True,
+        extra_body={"logprob_token_ids": token_ids},
+    )
+    p_defect = p_defect_from_top_logprobs(response.choices[0].logprobs.content[0].top_logprobs, prompt)
+    assert p_defect == pytest.approx(hf_scores[BASE][1], abs=1e-4)
+
+
+@pytest.mark.slow
 def test_judge_client_batch_matches_hf_and_a_garbage_image_is_named(
     server, images, hf_scores, token_ids, tmp_path
 ):
@@ -230,8 +275,9 @@ def test_lora_adapter_variant_matches_hf_peft(server, images, hf_scores, token_i
 @pytest.mark.slow
 def test_server_stopped_mid_batch_gives_retries_then_named_errors(server, images, token_ids, monkeypatch):
     """Last test of the module: it stops the server. SIGTERM to the launcher mid-batch (as `kill PID` does): the
-    launcher forwards it, vLLM shuts down, the rest of the batch fails after its retries with named errors, and
-    the launcher exits 0 with no vLLM process left behind."""
+    launcher forwards it, vLLM drains its engine and shuts down, the rest of the batch fails after its retries
+    with named errors, and the launcher exits 0 (stopped on request, not killed after the grace) with no vLLM
+    process left behind."""
     monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.05)
     batch = [images[i % 3] for i in range(8)]
     names = [f"item{i}" for i in range(8)]
@@ -257,6 +303,8 @@ def test_server_stopped_mid_batch_gives_retries_then_named_errors(server, images
     assert server.process.wait(timeout=90) == 0
     log = server.log_text()
     assert "vlm_judge.serve: stopping vLLM" in log
+    assert "vlm_judge.serve: vLLM stopped (code 0)" in log and "exit 0" in log, log[-3000:]
+    assert "mode=drain" in log  # vLLM's engine drained (--shutdown-timeout), it was not SIGKILLed at once
     time.sleep(1)
     with pytest.raises(ProcessLookupError):
         os.killpg(server.vllm_pid, 0)  # the whole vLLM process group is gone

@@ -6,6 +6,7 @@ Training (labels and the eval callback), the client, the baselines and eval all 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,6 +105,35 @@ def openai_messages(prompt: JudgePrompt, image_url: str) -> list[dict[str, Any]]
             ],
         },
     ]
+
+
+def image_only_messages(image_url: str) -> list[dict[str, Any]]:
+    """A request that carries only the image: the server (python -m vlm_judge.serve) adds the judge prompt."""
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}}]}]
+
+
+def server_chat_template(base_template: str, prompt: JudgePrompt) -> str:
+    """The model's chat template with the judge prompt built in, for the server (python -m vlm_judge.serve).
+
+    A request whose only message is a user turn without text (just the image) is rendered as if it carried
+    openai_messages(prompt, image): the prompt's system turn, the image, the prompt's user text, and the generation
+    prompt (also for /classify and /tokenize, whose add_generation_prompt defaults to false: the answer position is
+    what the judge reads). Any other request (e.g. one a client built with openai_messages) renders unchanged."""
+    system, user = json.dumps(prompt.system), json.dumps(prompt.user)
+    prelude = (
+        f"{{#- vlm_judge: judge prompt {prompt.version} for image-only requests -#}}\n"
+        "{%- set judge = namespace(image_only=(messages | length == 1 and messages[0]['role'] == 'user'"
+        " and messages[0]['content'] is not string)) -%}\n"
+        "{%- if judge.image_only -%}{%- for part in messages[0]['content'] -%}"
+        "{%- if part['type'] == 'text' or 'text' in part -%}{%- set judge.image_only = false -%}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}\n"
+        "{%- if judge.image_only -%}\n"
+        f"{{%- set messages = [{{'role': 'system', 'content': {system}}}, {{'role': 'user', 'content': "
+        f"messages[0]['content'] + [{{'type': 'text', 'text': {user}}}]}}] -%}}\n"
+        "{%- set add_generation_prompt = true -%}\n"
+        "{%- endif -%}\n"
+    )
+    return prelude + base_template
 
 
 # ---------------------------------------------------------------------------------------------- Yes/No rule
@@ -237,8 +267,6 @@ def parse_verbalized_answer(text: str | None) -> VerbalizedAnswer:
     """Strictly parse {"defect_probability": p, "defects": [...]}; a ```json fence around it is tolerated.
 
     Anything else (prose, refusal, missing key, p outside [0, 1]) is a ProtocolError quoting the reply."""
-    import json
-
     if text is None or not text.strip():
         raise ProtocolError("empty reply: the model returned no content (refusal or filtered output)")
     body = text.strip()

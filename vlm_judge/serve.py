@@ -16,10 +16,18 @@ The dtype is the checkpoint's (vLLM's "auto" would serve a float32 checkpoint in
 
 It waits until /health and /v1/models answer, sends one warm-up request on a 1024x1024 image (the first request
 pays for lazy initialisation), prints `vlm_judge.serve: ready at URL (model NAME)` on stdout, then runs until vLLM
-exits or a signal comes: the first SIGINT/SIGTERM goes to vLLM's API server, which stops its engine (pass vLLM's
-`--shutdown-timeout N` to let in-flight requests finish first); a second one, or --kill-after seconds without an
-exit, kills vLLM's whole process group. Exit code 0 after a stop by signal. Arguments it does not know (e.g.
---api-key, --gpu-memory-utilization, --tensor-parallel-size, --shutdown-timeout) go to vLLM as they are.
+exits or a signal comes.
+
+Stopping (SIGTERM as orchestrators send it, or Ctrl-C): the first SIGINT/SIGTERM goes to vLLM's API server. vLLM
+runs as `python -m vlm_judge.vllm_entry` (vLLM's own server, see that module) with two shutdown bounds:
+--shutdown-timeout (vLLM's; default here 10 s) makes the engine *drain* - requests already in the engine finish
+and get their answer, new ones are refused - instead of vLLM's default 0, which SIGKILLs the engine at once and can
+leave in-flight HTTP requests without an answer; --http-shutdown-timeout (default 5 s) bounds how long the HTTP
+server then waits for open connections. A second signal, or no exit within the sum of both plus --kill-after
+seconds, kills vLLM's whole process group. Either way no vLLM process outlives the launcher.
+
+Arguments it does not know (e.g. --api-key, --gpu-memory-utilization, --tensor-parallel-size) go to vLLM as they
+are.
 """
 
 from __future__ import annotations
@@ -47,8 +55,26 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed --max
 METADATA_FILE = "judge_metadata.json"
 
 
+# Exit codes (also in --help).
+EXIT_STOPPED = 0  # stopped on request (SIGTERM/SIGINT): vLLM exited by itself within the grace period
+EXIT_USAGE = 2  # bad arguments or model directory, or the server never became ready
+EXIT_VLLM_FAILED = 3  # vLLM exited without being asked to, or with an error code after a stop request
+EXIT_KILLED = 4  # stopped on request, but vLLM was SIGKILLed (no exit within the grace, or a 2nd signal)
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_STOPPED}  stopped on request (SIGTERM/SIGINT); vLLM shut down by itself
+  {EXIT_USAGE}  bad arguments or model directory, or vLLM was not ready in time
+  {EXIT_VLLM_FAILED}  vLLM exited on its own (a crash), or with an error code while stopping
+  {EXIT_KILLED}  stopped on request, but vLLM's process group had to be SIGKILLed (it did not exit within
+     --shutdown-timeout + --http-shutdown-timeout + --kill-after seconds, or a second signal came)"""
+DEFAULT_SHUTDOWN_TIMEOUT_S = 10  # vLLM's --shutdown-timeout: how long the engine may drain in-flight requests
+
+
 class ServeError(RuntimeError):
     """A launcher failure with a message meant for the user (no traceback)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -135,7 +161,7 @@ def max_visual_tokens(max_pixels: int) -> int:
 def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
     """Everything the launcher will run, decided without starting anything (also what --print-command shows)."""
     from vlm_judge.modeling import load_processor, pixel_bounds
-    from vlm_judge.protocol import load_prompt
+    from vlm_judge.protocol import answer_token_ids, load_prompt, server_chat_template
 
     model_dir = Path(args.model)
     if not model_dir.is_dir():
@@ -164,7 +190,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
     if metadata.get("prompt_version") and metadata["prompt_version"] != prompt.version:
         notes.append(
             f"warning: the judge was trained with prompt {metadata['prompt_version']!r}, but {prompt.source} is "
-            f"{prompt.version!r}; clients must send the training prompt"
+            f"{prompt.version!r}; clients must send the training prompt (image-only requests get {prompt.version!r})"
         )
 
     needed = prompt_tokens(processor, prompt) - 1 + max_visual_tokens(max_pixels) + ANSWER_MARGIN_TOKENS
@@ -181,7 +207,9 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
     command = [
         sys.executable,
         "-m",
-        "vllm.entrypoints.openai.api_server",
+        "vlm_judge.vllm_entry",  # vLLM's OpenAI API server with a bounded HTTP shutdown (see that module)
+        "--http-shutdown-timeout",
+        str(args.http_shutdown_timeout),
         "--model",
         str(model_dir),
         "--host",
@@ -218,9 +246,39 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
         )
     else:
         command += ["--served-model-name", served]
+    if args.mode == "classify":
+        if args.lora_adapter:
+            raise ServeError("--mode classify serves a merged judge; it does not take --lora-adapter")
+        # vLLM's own classifier conversion: its score head is the lm_head rows of every single-token variant of the
+        # defect word, then of the clean word (protocol.answer_token_ids, as the logprob path reads them); /classify
+        # returns their softmax at the answer position, so p_defect = the share of the defect-word labels, the
+        # logprob path's rule. (from_2_way_softmax would read only the bare "Yes"/"No" and differ from it.)
+        defect_ids, clean_ids = answer_token_ids(processor.tokenizer, prompt)
+        tokens = processor.tokenizer.convert_ids_to_tokens(defect_ids + clean_ids)
+        labels = {"classifier_from_token": tokens, "method": "no_post_processing"}
+        # Qwen2-VL keeps the language model's config in text_config, where vLLM's loader reads the tokens.
+        overrides = {**labels, "text_config": labels}
+        notes.append(
+            f"classify mode: labels 0-{len(defect_ids) - 1} are {prompt.defect_word!r} variants, "
+            f"{len(defect_ids)}-{len(tokens) - 1} {prompt.clean_word!r} variants; p_defect = their first share"
+        )
+        command += ["--runner", "pooling", "--convert", "classify", "--hf-overrides", json.dumps(overrides)]
     if not gpu and not args.compile:
         # On CPU, vLLM's inductor compile adds minutes to start-up on few cores; eager runs the same math.
         command.append("--enforce-eager")
+    if _extra_value(extra, "--chat-template") is None:
+        if processor.chat_template:
+            # The judge prompt lives in the served template: a request with only the image gets it server-side.
+            command += [
+                "--chat-template",
+                server_chat_template(processor.chat_template, prompt),
+                "--chat-template-content-format",
+                "openai",
+            ]
+        else:
+            notes.append("warning: the model has no chat template; requests must carry the whole prompt")
+    if _extra_value(extra, "--shutdown-timeout") is None:
+        command += ["--shutdown-timeout", str(DEFAULT_SHUTDOWN_TIMEOUT_S)]
     command += extra
 
     env = dict(os.environ)
@@ -261,6 +319,7 @@ class _Signals:
     def __init__(self) -> None:
         self.received: int | None = None
         self.child: subprocess.Popen | None = None
+        self.killed = False  # a second signal SIGKILLed vLLM's process group
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -280,6 +339,7 @@ class _Signals:
             with contextlib.suppress(ProcessLookupError):
                 self.child.send_signal(signum)
         else:
+            self.killed = True
             _signal_group(self.child, signal.SIGKILL)
 
 
@@ -316,14 +376,23 @@ def wait_ready(
 
 
 def warm_up(
-    url: str, served: str, api_key: str | None, prompt: str | None = None, timeout: float = 600.0
+    url: str,
+    served: str,
+    api_key: str | None,
+    prompt: str | None = None,
+    timeout: float = 600.0,
+    mode: str = "generate",
 ) -> float:
-    """One real judge request on a 1024x1024 image, so the first client does not pay for lazy initialisation."""
+    """One real judge request on a 1024x1024 image, so the first client does not pay for lazy initialisation.
+
+    In classify mode it is an image-only /classify request (the server-side prompt, see protocol.server_chat_template).
+    """
     import httpx
     import numpy as np
     from PIL import Image
 
-    from vlm_judge.protocol import load_prompt, openai_messages
+    from vlm_judge.client import server_root
+    from vlm_judge.protocol import image_only_messages, load_prompt, openai_messages
 
     pixels = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -337,27 +406,50 @@ def warm_up(
         "logprobs": True,
         "top_logprobs": 1,
     }
+    endpoint = f"{url}/chat/completions"
+    if mode == "classify":
+        body = {"model": served, "messages": image_only_messages(data_url)}
+        endpoint = f"{server_root(url)}/classify"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     start = time.perf_counter()
-    response = httpx.post(f"{url}/chat/completions", json=body, headers=headers, timeout=timeout)
+    response = httpx.post(endpoint, json=body, headers=headers, timeout=timeout)
     if response.status_code != 200:
         raise ServeError(f"warm-up request failed: HTTP {response.status_code}: {response.text[:300]}")
     return time.perf_counter() - start
 
 
-def stop(child: subprocess.Popen, sig: int, grace: float) -> int:
-    """Signal vLLM's API server (it stops its engine), wait up to `grace` s, then kill its whole process group,
-    so that no orphaned engine worker (GBs of RAM) outlives the server."""
+@dataclass
+class StopResult:
+    code: int  # vLLM's exit status (negative: the signal that ended it)
+    seconds: float  # from the stop signal to vLLM's exit
+    killed: bool  # vLLM did not exit within the grace period and its process group was SIGKILLed
+
+
+def stop(child: subprocess.Popen, sig: int, grace: float) -> StopResult:
+    """Signal vLLM's API server (it drains and stops its engine), wait up to `grace` s, then kill its whole process
+    group, so that no orphaned engine worker (GBs of RAM) outlives the server."""
+    start = time.monotonic()
     if child.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(sig)
+    killed = False
     try:
         code = child.wait(timeout=grace)
     except subprocess.TimeoutExpired:
+        killed = True
         _signal_group(child, signal.SIGKILL)
         code = child.wait()
-    _signal_group(child, signal.SIGKILL)
-    return code
+    _signal_group(child, signal.SIGKILL)  # whatever vLLM left in its group (its own session, see run)
+    return StopResult(code, time.monotonic() - start, killed)
+
+
+def stop_exit_code(result: StopResult, signals_killed: bool = False) -> int:
+    """The launcher's exit code after a stop on request (see EXIT_CODES_HELP)."""
+    if result.killed or signals_killed:
+        return EXIT_KILLED
+    if result.code in (0, -signal.SIGTERM, -signal.SIGINT):
+        return EXIT_STOPPED
+    return EXIT_VLLM_FAILED
 
 
 def _signal_group(child: subprocess.Popen, sig: int) -> None:
@@ -404,20 +496,31 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     signals.child = child
     print(f"vlm_judge.serve: vLLM pid {child.pid}", file=sys.stderr, flush=True)
     api_key = _api_key(extra)
-    # vLLM's own --shutdown-timeout N (passed through) lets in-flight requests finish: wait for that too.
-    grace = args.kill_after + float(_extra_value(extra, "--shutdown-timeout") or 0)
+    # The engine's drain, then the HTTP server's wait for open connections, then --kill-after for the rest.
+    shutdown_timeout = float(_extra_value(serve_plan.command, "--shutdown-timeout") or 0)
+    grace = shutdown_timeout + args.http_shutdown_timeout + args.kill_after
     start = time.monotonic()
     try:
         wait_ready(serve_plan.url, serve_plan.served_model_name, child, signals, args.ready_timeout, api_key)
         if not args.no_warmup:
-            seconds = warm_up(serve_plan.url, serve_plan.served_model_name, api_key, args.prompt)
+            seconds = warm_up(
+                serve_plan.url, serve_plan.served_model_name, api_key, args.prompt, mode=args.mode
+            )
             print(f"vlm_judge.serve: warm-up request took {seconds:.1f} s", file=sys.stderr, flush=True)
     except Exception as exc:  # ServeError, or e.g. the warm-up's connection dropped because vLLM died
-        code = stop(child, signal.SIGTERM, grace)
+        exited = child.poll()
+        result = stop(child, signal.SIGTERM, grace)
         signals.ignore()
         if signals.received is not None:
-            print(f"vlm_judge.serve: interrupted before ready; vLLM stopped (code {code})", file=sys.stderr)
-            return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+            print(
+                f"vlm_judge.serve: interrupted before ready; vLLM stopped (code {result.code})",
+                file=sys.stderr,
+            )
+            return stop_exit_code(result, signals.killed)
+        if exited is not None:
+            raise ServeError(
+                f"vLLM exited with code {exited} before it was ready (its log is above)", EXIT_VLLM_FAILED
+            ) from None
         raise ServeError(
             str(exc) if isinstance(exc, ServeError) else f"start-up failed: {type(exc).__name__}: {exc}"
         ) from None
@@ -431,19 +534,38 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         time.sleep(0.5)
     if signals.received is not None:
         print("vlm_judge.serve: stopping vLLM", file=sys.stderr, flush=True)
-        code = stop(child, signals.received, grace)
+        result = stop(child, signals.received, grace)
         signals.ignore()
-        print(f"vlm_judge.serve: vLLM stopped (code {code})", file=sys.stderr, flush=True)
-        return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+        code = stop_exit_code(result, signals.killed)
+        how = (
+            "killed (SIGKILL to its process group)"
+            if code == EXIT_KILLED
+            else f"stopped (code {result.code})"
+        )
+        print(
+            f"vlm_judge.serve: vLLM {how} {result.seconds:.1f} s after the stop signal; exit {code}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return code
     code = child.returncode
-    print(f"vlm_judge.serve: vLLM exited with code {code}", file=sys.stderr, flush=True)
-    return code if code > 0 else 1
+    _signal_group(child, signal.SIGKILL)  # an engine process the crashed API server left behind
+    print(
+        f"vlm_judge.serve: vLLM exited on its own with code {code}; exit {EXIT_VLLM_FAILED}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_VLLM_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vlm_judge.serve",
-        description="Serve the defect judge with vLLM's OpenAI-compatible API. Unknown arguments go to vLLM.",
+        description="Serve the defect judge with vLLM's OpenAI-compatible API. Unknown arguments go to vLLM "
+        f"(e.g. --shutdown-timeout N: how long the engine drains in-flight requests on SIGTERM, default here "
+        f"{DEFAULT_SHUTDOWN_TIMEOUT_S}; 0 = vLLM's abort).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="merged judge / HF Qwen2-VL model directory")
     parser.add_argument(
@@ -458,7 +580,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lora-adapter", default=None, help="PEFT LoRA adapter dir to serve on top of --model"
     )
-    parser.add_argument("--prompt", default=None, help="judge prompt file (for --max-model-len and warm-up)")
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="judge prompt file (default prompts/defect_judge.yaml): served to requests that carry only the image",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("generate", "classify"),
+        default="generate",
+        help="generate: chat completions with logprobs (default); classify: vLLM's /classify returns p_defect "
+        "(P(Yes)/(P(Yes)+P(No)) over the bare answer tokens) in one call",
+    )
     parser.add_argument("--max-model-len", type=int, default=None, help="default: prompt + one image + 256")
     parser.add_argument("--max-logprobs", type=int, default=20, help="largest top_logprobs a request may ask")
     parser.add_argument(
@@ -471,7 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--kill-after",
         type=float,
         default=30.0,
-        help="seconds vLLM gets to exit after SIGINT/SIGTERM before SIGKILL (plus vLLM's --shutdown-timeout)",
+        help="seconds vLLM gets to exit after SIGINT/SIGTERM, on top of --shutdown-timeout and "
+        "--http-shutdown-timeout, before its process group is SIGKILLed (exit code 4)",
+    )
+    parser.add_argument(
+        "--http-shutdown-timeout",
+        type=int,
+        default=5,
+        help="on SIGTERM, seconds vLLM's HTTP server waits for open connections after the engine stopped",
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up request")
     parser.add_argument(
@@ -486,8 +626,13 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, extra)
     except ServeError as exc:
         print(f"vlm_judge.serve: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return exc.exit_code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Nothing is left to clean up (vLLM's process group is gone), but tearing down the interpreter with torch and
+    # transformers loaded (for the plan) takes 10-15 s on a busy 2-core machine; orchestrators wait for this exit.
+    os._exit(exit_code)
