@@ -17,6 +17,10 @@ Two modes, chosen by the prompt file (vlm_judge.protocol):
   in the log. No temperature or max_tokens is sent in this mode: reasoning models reject them; pass them through
   `extra_body` where a server wants them.
 
+With endpoint="classify" (a server started with `python -m vlm_judge.serve --mode classify`), each image is one
+/classify request and p_defect is the share of the defect-word labels of vLLM's classifier (same rule, see
+serve.py); the request goes through the openai SDK's generic post, so timeouts, retries and errors are the same.
+
 Failure policy: a per-item failure never raises; it becomes JudgeResult.error, a string "Kind: message".
 Retried with exponential backoff and jitter: connection errors, timeouts, HTTP 429 (Retry-After honoured) and
 5xx. Never retried: other 4xx (400 bad request, 401, 403, 404 unknown model, 422) and answers that do not fit the
@@ -103,9 +107,12 @@ class AsyncJudgeClient:
         max_retries: int = 3,
         extra_body: dict | None = None,
         answer_token_ids: Sequence[int] | None = None,
+        endpoint: str = "chat",
     ):
         import openai
 
+        if endpoint not in ("chat", "classify"):
+            raise ValueError(f"endpoint must be 'chat' or 'classify', not {endpoint!r}")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, not {max_concurrency}")
         if max_retries < 0:
@@ -120,6 +127,10 @@ class AsyncJudgeClient:
         self.extra_body = dict(extra_body or {})
         if answer_token_ids:
             self.extra_body["logprob_token_ids"] = [int(i) for i in answer_token_ids]
+        self.endpoint = endpoint
+        if endpoint == "classify" and self.prompt.mode != "logprobs":
+            raise ValueError("endpoint='classify' needs a logprobs-mode prompt (the classifier reads Yes/No)")
+        self._defect_labels: int | None = None  # classify: how many of the labels are defect-word variants
         self._use_response_format = True
         # Retries are ours (counted, policy above), so the SDK's own are off.
         self._openai = openai.AsyncOpenAI(
@@ -219,8 +230,11 @@ class AsyncJudgeClient:
             attempts += 1
             delay = None
             try:
-                response = await self._openai.chat.completions.create(**self._request_kwargs(url))
-                p_defect, defects = self._parse(response)
+                if self.endpoint == "classify":
+                    p_defect, defects = await self._classify(url), ()
+                else:
+                    response = await self._openai.chat.completions.create(**self._request_kwargs(url))
+                    p_defect, defects = self._parse(response)
                 return JudgeResult(name, p_defect, None, _ms(start), defects=defects, attempts=attempts)
             except openai.APITimeoutError:
                 last = _Failure("TimeoutError", f"no answer from {self.base_url} within {self.timeout:g} s")
@@ -253,6 +267,43 @@ class AsyncJudgeClient:
             if delay is None:
                 delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (failures - 1)) * (0.5 + random.random())
             await asyncio.sleep(delay)
+
+    async def _classify(self, url: str) -> float:
+        """p_defect from vLLM's /classify (python -m vlm_judge.serve --mode classify): the classifier's labels are
+        the defect word's single-token variants, then the clean word's (protocol.answer_token_ids order), so
+        P(Yes)/(P(Yes)+P(No)) is the share of the first ones - the same rule as the logprob path."""
+        if self._defect_labels is None:
+            defect_ids, _ = await asyncio.to_thread(
+                fetch_answer_token_id_groups,
+                self.base_url,
+                self.model,
+                prompt=self.prompt,
+                api_key=self._openai.api_key,
+                timeout=self.timeout,
+            )
+            self._defect_labels = len(defect_ids)
+        body = {
+            "model": self.model,
+            "messages": openai_messages(self.prompt, url),
+            "add_generation_prompt": True,  # /classify defaults it to false: read the answer position
+        }
+        response = await self._openai.post(
+            f"{server_root(self.base_url)}/classify", cast_to=object, body=body
+        )
+        try:
+            probs = [float(p) for p in response["data"][0]["probs"]]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise _Failure("ProtocolError", f"not a /classify answer: {str(response)[:200]}") from None
+        if len(probs) == 1:  # a from_2_way_softmax classifier: sigmoid(Yes - No) of the bare words
+            return probs[0]
+        if len(probs) <= self._defect_labels:
+            raise _Failure(
+                "ProtocolError",
+                f"/classify returned {len(probs)} labels; a judge classifier has {self._defect_labels} defect-word "
+                "labels plus the clean-word ones (start it with python -m vlm_judge.serve --mode classify)",
+            )
+        total = sum(probs)
+        return sum(probs[: self._defect_labels]) / total if total > 0 else 0.5
 
     def _should_drop_response_format(self, exc: Any) -> bool:
         if self.mode != "verbalized" or not self._use_response_format or exc.status_code != 400:
@@ -390,6 +441,7 @@ class JudgeClient:
         max_retries: int = 3,
         extra_body: dict | None = None,
         answer_token_ids: Sequence[int] | None = None,
+        endpoint: str = "chat",
     ):
         self._runner = _LoopThread()
 
@@ -405,6 +457,7 @@ class JudgeClient:
                 max_retries=max_retries,
                 extra_body=extra_body,
                 answer_token_ids=answer_token_ids,
+                endpoint=endpoint,
             )
 
         try:
@@ -480,6 +533,24 @@ class _RemoteTokenizer:
         return [int(t) for t in response.json()["tokens"]]
 
 
+def fetch_answer_token_id_groups(
+    base_url: str,
+    model: str,
+    *,
+    prompt: str | Path | JudgePrompt | None = None,
+    api_key: str | None = None,
+    timeout: float = 30.0,
+) -> tuple[list[int], list[int]]:
+    """vLLM only: (defect-word ids, clean-word ids) of every single-token answer variant, from the server's
+    tokenizer (protocol.answer_token_ids over its /tokenize)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(timeout=timeout, headers=headers) as http:
+        tokenizer = _RemoteTokenizer(http, server_root(base_url) + "/tokenize", model)
+        return answer_token_ids(tokenizer, _resolve_prompt(prompt))
+
+
 def fetch_answer_token_ids(
     base_url: str,
     model: str,
@@ -491,10 +562,7 @@ def fetch_answer_token_ids(
     """vLLM only: the ids of every single-token variant of both answer words, from the server's tokenizer.
 
     Pass them as JudgeClient(answer_token_ids=...) to get p_defect from exact log-probabilities."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(timeout=timeout, headers=headers) as http:
-        tokenizer = _RemoteTokenizer(http, server_root(base_url) + "/tokenize", model)
-        defect_ids, clean_ids = answer_token_ids(tokenizer, _resolve_prompt(prompt))
+    defect_ids, clean_ids = fetch_answer_token_id_groups(
+        base_url, model, prompt=prompt, api_key=api_key, timeout=timeout
+    )
     return defect_ids + clean_ids

