@@ -363,10 +363,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
         )
     output = Path(args.output)
     cache_dir = Path(args.cache_dir) if args.cache_dir else output / "cache"
+    threshold, threshold_source = choose_threshold(judge, args.judge_metadata, args.threshold)
     scored = score_items(
         judge, frame, cache_dir, retry_errors=args.retry_errors, progress=not args.no_progress
     )
-    threshold, threshold_source = choose_threshold(judge, args.judge_metadata, args.threshold)
 
     analysis = analyse(
         scored,

@@ -21,16 +21,28 @@ PLOTS = {"distribution": "distribution.png", "differences": "differences.png"}
 SCORE_COLUMNS = ["image", "system", "prompt_id", "p_defect", "error"]
 
 
-def _signed(value: Any, digits: int = 3) -> str:
+def _signed(value: Any, digits: int = 4) -> str:
     text = _num(value, digits)
     return text if text == "–" or text.startswith("-") else f"+{text}"
 
 
-def _verdict_text(test: dict[str, Any], bold: bool = False) -> str:
+def _p(value: Any) -> str:
+    return "<0.0001" if isinstance(value, float) and 0 <= value < 1e-4 else _num(value, 4)
+
+
+def _count(value: int | None, none: str) -> str:
+    return none if value is None else f"{value:,}"
+
+
+def _verdict_text(test: dict[str, Any], bold: bool = False, numbers: bool = False) -> str:
     text = test["verdict"]
     if test.get("better"):
         text = f"{text} ({test['better']})"
-    return f"**{text}**" if bold and test.get("better") else text
+    if bold and test.get("better"):
+        text = f"**{text}**"
+    if numbers:
+        text += f", Δ {_signed(test['mean_diff'], 3)}, p {_p(test['p_value'])}"
+    return text
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -53,12 +65,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         ci = pair["mean_diff_ci"]
         row = [f"{pair['system_a']} vs {pair['system_b']}", _verdict_text(pair["judge"], bold=True)]
         if labels:
-            row.append(_verdict_text(pair["assessors"]))
+            row.append(_verdict_text(pair["assessors"], numbers=True))
         row += [
             str(pair["n_prompts"]),
-            f"{_num(pair['mean_p_defect_a'])} / {_num(pair['mean_p_defect_b'])}",
+            f"{_num(pair['mean_p_defect_a'], 4)} / {_num(pair['mean_p_defect_b'], 4)}",
             f"{_signed(pair['judge']['mean_diff'])} [{_signed(ci[0])}, {_signed(ci[1])}]",
-            _num(pair["judge"]["p_value"], 4),
+            _p(pair["judge"]["p_value"]),
         ]
         rows.append(row)
     lines += ["## Verdicts", "", _table(header, rows), ""]
@@ -80,8 +92,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{pair['system_a']} vs {pair['system_b']}",
                 f"{pair['a_wins']} / {pair['ties']} / {pair['b_wins']}",
                 f"{_pct(pair['defect_rate_a'])} / {_pct(pair['defect_rate_b'])}",
-                "– (no direction)" if needed is None else str(needed),
-                "–" if pair["judge"]["significant"] else ("– (no spread)" if mde is None else _num(mde)),
+                _count(needed, "– (no direction)"),
+                "–" if pair["judge"]["significant"] or mde is None else _num(mde, 4),
             ]
         )
     lines += [
@@ -98,7 +110,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             plan,
         ),
         "",
-        f"Prompts for 80 % power: {settings['power_method']}. Minimum detectable effect: {settings['mde_method']}.",
+        f"Prompts for 80 % power: {settings['power_method']}. Minimum detectable effect: {settings['mde_method']}; "
+        "– when the differences have no spread or the prompts are too few for any effect.",
         "",
     ]
 
@@ -108,7 +121,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             str(s["n_images"]),
             str(s["n_prompts"]),
             f"{s['n_scored']} / {s['n_failed']}",
-            _num(s["mean_p_defect"]),
+            _num(s["mean_p_defect"], 4),
             _pct(s["defect_rate"]),
         ]
         for name, s in results["systems"].items()
@@ -148,7 +161,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 [
                     name,
                     f"{_num(d['psi'])} ({'**drift**' if d['drift'] else 'no drift'})",
-                    f"{_num(d['ks_statistic'])} (p={_num(d['ks_p_value'], 4)})",
+                    f"{_num(d['ks_statistic'])} (p={_p(d['ks_p_value'])})",
                     _num(d["js_distance"]),
                     _signed(d["mean_shift"]),
                     _signed(d["quantile_shift"]["q50"]),

@@ -92,3 +92,60 @@ def test_compare_logprob_judges_on_real_vllm(base_url, dataset, tmp_path, monkey
     for name in ("finetuned", "base-tiny"):
         assert again["judges"][name]["failures"]["n_cached"] == n_images
         assert again["judges"][name]["quality"]["metrics"] == metrics["judges"][name]["quality"]["metrics"]
+
+
+def test_sbs_known_verdicts_on_real_vllm(base_url, tmp_path, monkeypatch, make_renders):
+    """python -m eval.sbs through the real server. The answer is known by construction: the pictures the judge
+    scored lowest become system A and the highest system B (B worse on every prompt -> "A better"); A's pictures
+    re-encoded (same pixels, other bytes) are system A-again (-> no significant difference, judged once)."""
+    import shutil
+
+    from PIL import Image
+
+    from eval import sbs_cli
+
+    monkeypatch.setenv("JUDGE_BASE_URL", base_url)
+    monkeypatch.setenv("JUDGE_MODEL", "base-tiny")
+    n = 10
+    layout = {"x": {f"p{i}": 100 + i for i in range(n)}, "y": {f"p{i}": 200 + i for i in range(n)}}
+    pool = make_renders(tmp_path / "pool", layout, size=112)
+    cache = tmp_path / "cache"
+
+    def run(dataset: Path, out: Path, *extra: str) -> int:
+        return sbs_cli.main(
+            [
+                "--dataset",
+                str(dataset),
+                "--judge",
+                str(ROOT / "baselines/finetuned.yaml"),
+                "--output",
+                str(out),
+            ]
+            + ["--cache-dir", str(cache), "--min-side", "64", "--bootstrap", "200", "--no-progress", *extra]
+        )
+
+    assert run(pool, tmp_path / "first") == 0
+    first = pd.read_csv(tmp_path / "first" / "scores.csv")
+    assert len(first) == 2 * n and first["error"].isna().all() and first["p_defect"].between(0, 1).all()
+    ranked = first.sort_values("p_defect").reset_index(drop=True)
+    assert ranked["p_defect"].iloc[n - 1] < ranked["p_defect"].iloc[n]  # a strict split into low and high
+
+    known = tmp_path / "known"
+    for system in ("A", "B", "A-again"):
+        (known / system).mkdir(parents=True)
+    for i in range(n):
+        low, high = pool / ranked["image"].iloc[i], pool / ranked["image"].iloc[n + i]
+        shutil.copy(low, known / "A" / f"q{i}.png")
+        shutil.copy(high, known / "B" / f"q{i}.png")
+        Image.open(low).save(known / "A-again" / f"q{i}.png", compress_level=1)
+    assert run(known, tmp_path / "known-report", "--baseline", "A") == 0
+    report = json.loads((tmp_path / "known-report" / "sbs.json").read_text())
+    pairs = {(p["system_a"], p["system_b"]): p for p in report["pairs"]}
+    a_b = pairs[("A", "B")]
+    assert a_b["judge"]["verdict"] == "A better" and a_b["b_wins"] == 0 and a_b["a_wins"] == n
+    assert a_b["judge"]["mean_diff"] < 0 and a_b["mean_diff_ci"][1] < 0
+    same = pairs[("A", "A-again")]
+    assert same["judge"]["verdict"] == "no significant difference" and same["ties"] == n
+    # Every picture was judged once in all: 2n requests for the 2n pictures behind 3n rows.
+    assert report["dataset"]["n_pictures_judged"] == 2 * n and report["settings"]["n_cached"] == 2 * n
+    assert len((cache / "finetuned.jsonl").read_text().splitlines()) == 2 * n

@@ -166,10 +166,22 @@ def test_assessors_verdict_beside_the_judges(tmp_path, renders):
             )
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     out = tmp_path / "report"
+    model_dir = tmp_path / "judge-model"
+    model_dir.mkdir()
+    (model_dir / "judge_metadata.json").write_text(json.dumps({"metrics": {"validation_threshold": 0.25}}))
     with _server(scores) as server:
-        assert sbs_cli.main(_args(root, _config(tmp_path, server.base_url), out)) == 0
+        args = _args(root, _config(tmp_path, server.base_url), out, "--judge-metadata", str(model_dir))
+        assert sbs_cli.main([*args, "--threshold", "0.9"]) == 0
     report = json.loads((out / "sbs.json").read_text())
     assert report["has_labels"] and report["dataset"]["systems"] == ["v1", "v1-twin", "v2"]
+    # The judge's validation threshold wins over --threshold, and says so.
+    settings = report["settings"]
+    assert (
+        settings["threshold"] == 0.25
+        and "judge_metadata.json (overrides --threshold 0.9)" in (settings["threshold_source"])
+    )
+    v1 = np.array([scores[file_sha256(root / f"v1/p{i:02d}.png")] for i in range(N_PROMPTS)])
+    assert report["systems"]["v1"]["defect_rate"] == pytest.approx(np.mean(v1 >= 0.25))
     v1_v2 = _pair(report, "v1", "v2")
     assert v1_v2["assessors"]["verdict"] == "A better" and v1_v2["assessors_agree"]
     # The assessors' side is the same test on the vote shares: the numbers eval.sbs.sbs_pairs gives.
@@ -280,6 +292,8 @@ def test_bad_inputs_exit_2_with_the_reason(tmp_path, make_renders, capsys):
 
         code, err = run(one, config, "--systems", "a", "c")
         assert code == 2 and "no system 'c'" in err
+        code, err = run(broken, config, "--skip-bad-images", "--judge-metadata", str(tmp_path / "nowhere"))
+        assert code == 2 and "nowhere: no judge_metadata.json there" in err
     assert "Traceback" not in err
 
     # The judge goes away: the run stops with the endpoint named, and what was scored stays cached.
