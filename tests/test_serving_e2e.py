@@ -303,6 +303,8 @@ def test_server_stopped_mid_batch_gives_retries_then_named_errors(server, images
     log = server.log_text()
     assert "vlm_judge.serve: stopping vLLM" in log
     assert "vlm_judge.serve: vLLM stopped (code 0)" in log and "exit 0" in log, log[-3000:]
-    assert "mode=drain" in log  # vLLM's engine drained (--shutdown-timeout), it was not SIGKILLed at once
+    # Exit 0 (not 4) already says vLLM was not SIGKILLed after the grace. vLLM's own "[shutdown] EngineCore: start
+    # mode=drain" line is not asserted: the engine core prints it only when its busy loop sees the request, and
+    # when the API server goes first the core is stopped by its parent's death without that line (seen in CI).
     with pytest.raises(ProcessLookupError):  # the launcher reaped vLLM's whole process group before exiting
         os.killpg(server.vllm_pid, 0)
