@@ -403,9 +403,21 @@ def main(argv: list[str] | None = None) -> int:
     from vlm_judge.protocol import ProtocolError
 
     args = build_parser().parse_args(argv)
+    input_errors = (CompareError, JudgeConfigError, DataFormatError, ProtocolError, SbsError, M.MetricsError)
+    return run_reporting_errors(run, args, argv, input_errors)
+
+
+def run_reporting_errors(
+    run_command: Any,
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    input_errors: tuple[type[Exception], ...],
+) -> int:
+    """The harness CLIs' exit protocol: 0 and the report's path; 2 and `error: ...` for bad input (no traceback);
+    130 on Ctrl-C, finished items being in the per-item cache already."""
     try:
-        paths = run(args, argv)
-    except (CompareError, JudgeConfigError, DataFormatError, ProtocolError, SbsError, M.MetricsError) as exc:
+        paths = run_command(args, argv)
+    except input_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the output folder is a file or not writable

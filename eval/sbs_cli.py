@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 
 from . import sbs as S
-from .compare import score_judge
+from .compare import run_reporting_errors, score_judge
 from .drift import DriftInputError, drift_report
 from .judges import JudgeConfigError, ResolvedJudge, SkippedJudge, load_judge_config, resolve_judge
 
@@ -419,19 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     from vlm_judge.protocol import ProtocolError
 
     args = build_parser().parse_args(argv)
-    try:
-        paths = run(args, argv)
-    except (SbsInputError, JudgeConfigError, DataFormatError, ProtocolError, S.SbsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # e.g. the output folder is a file or not writable
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished items are cached; rerun the same command to resume", file=sys.stderr)
-        return 130
-    print(f"report: {paths['report']}")
-    return 0
+    input_errors = (SbsInputError, JudgeConfigError, DataFormatError, ProtocolError, S.SbsError)
+    return run_reporting_errors(run, args, argv, input_errors)
 
 
 if __name__ == "__main__":
