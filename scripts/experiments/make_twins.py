@@ -16,6 +16,7 @@ ap.add_argument("--n", type=int, default=1024)
 ap.add_argument("--size", type=int, default=224)
 ap.add_argument("--seed", type=int, default=7)
 ap.add_argument("--types", default=",".join(DEFECT_TYPES))
+ap.add_argument("--area", type=float, nargs=2, default=(0.25, 0.45))
 a = ap.parse_args()
 out = Path(a.out)
 (out / "images").mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,7 @@ for p in range(a.n):
     drng = np.random.default_rng([a.seed, 3, p])
     defect = str(drng.choice(choices))
     for kind in ("none", defect):
-        img = render_generation(scene, a.size, np.random.default_rng([a.seed, 1, p]), kind, drng)
+        img = render_generation(scene, a.size, np.random.default_rng([a.seed, 1, p]), kind, drng, area=tuple(a.area))
         name = f"images/p{p:05d}_{kind}.png"
         img.save(out / name, compress_level=1)
         rows.append(

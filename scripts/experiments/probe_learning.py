@@ -116,6 +116,9 @@ def main() -> None:
         help="weight of a max-pooled token classifier on the merger output",
     )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vision-gain", type=float, default=0.0, help="re-init vision weights N(0, gain/sqrt(fan_in))")
+    ap.add_argument("--lm-gain", type=float, default=0.0, help="re-init LM layer weights N(0, gain/sqrt(fan_in))")
+    ap.add_argument("--save", default=None, help="save the trained model (and processor) here")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--side", type=int, default=224)
     ap.add_argument(
@@ -143,6 +146,16 @@ def main() -> None:
             for module in root.modules():
                 if isinstance(module, (torch.nn.Linear, torch.nn.Conv3d)):
                     module.reset_parameters()
+
+    for gain, root in ((args.vision_gain, model.model.visual), (args.lm_gain, model.model.language_model.layers)):
+        if gain:
+            with torch.no_grad():
+                for module in root.modules():
+                    if isinstance(module, (torch.nn.Linear, torch.nn.Conv3d)):
+                        fan_in = module.weight[0].numel()
+                        module.weight.normal_(0, gain / fan_in**0.5)
+                        if module.bias is not None:
+                            module.bias.zero_()
 
     table = pd.read_csv(Path(args.data) / "labels.csv")
     if args.types:
@@ -260,6 +273,9 @@ def main() -> None:
                 flush=True,
             )
             evaluate(step)
+    if args.save:
+        model.save_pretrained(args.save)
+        processor.save_pretrained(args.save)
 
 
 if __name__ == "__main__":

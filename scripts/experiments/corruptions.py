@@ -1,0 +1,85 @@
+"""Generic local image corruptions (noise, blur, posterisation, JPEG blocks, displacement, pixelation) for the
+tiny base model's label-free vision pretraining.
+
+This is deliberately a different code path from the synthetic defect renderer (vlm_judge.data.synthetic): plain
+PIL filters on a masked region of a clean picture, no scene knowledge, no assessor labels. It gives the tiny
+vision tower the low-level vision a real pretrained encoder brings (what noise, blur or compression looks like),
+with a dense per-token target: which corruption covers each visual token.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+Corrupt = Callable[[Image.Image, np.random.Generator], Image.Image]
+
+
+def _noise(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float32)
+    sigma = rng.uniform(10, 60)
+    shape = arr.shape if rng.uniform() < 0.7 else arr.shape[:2] + (1,)
+    return Image.fromarray(np.clip(arr + rng.normal(0, sigma, shape), 0, 255).astype(np.uint8))
+
+
+def _blur(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return img.filter(ImageFilter.GaussianBlur(rng.uniform(1.2, 3.5)))
+
+
+def _posterize(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return ImageOps.posterize(img, int(rng.integers(1, 4)))
+
+
+def _jpeg(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=int(rng.integers(2, 10)))
+    return Image.open(buffer).convert("RGB")
+
+
+def _pixelate(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    block = int(rng.integers(4, 9))
+    w, h = img.size
+    return img.resize((max(1, w // block), max(1, h // block)), Image.Resampling.NEAREST).resize(
+        (w, h), Image.Resampling.NEAREST
+    )
+
+
+def _displace(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    arr = np.asarray(img)
+    dy, dx = (int(v) for v in rng.integers(6, 24, 2) * rng.choice([-1, 1], 2))
+    return Image.fromarray(np.roll(arr, (dy, dx), axis=(0, 1)))
+
+
+CORRUPTIONS: dict[str, Corrupt] = {
+    "noise": _noise,
+    "blur": _blur,
+    "posterize": _posterize,
+    "jpeg": _jpeg,
+    "pixelate": _pixelate,
+    "displace": _displace,
+}
+CLASSES = ("clean", *CORRUPTIONS)
+
+
+def corrupt_regions(
+    img: Image.Image, rng: np.random.Generator, *, max_regions: int = 2, side: tuple[float, float] = (0.15, 0.5)
+) -> tuple[Image.Image, np.ndarray]:
+    """Corrupt 0..max_regions random rectangles/ellipses of ``img``; returns the image and a per-pixel class map
+    (index into CLASSES, 0 = clean)."""
+    w, h = img.size
+    out = img.copy()
+    classes = np.zeros((h, w), np.int64)
+    names = list(CORRUPTIONS)
+    for _ in range(int(rng.integers(0, max_regions + 1))):
+        kind = int(rng.integers(len(names)))
+        sw, sh = (int(s * w) for s in rng.uniform(*side, 2))
+        x0, y0 = int(rng.integers(0, w - sw + 1)), int(rng.integers(0, h - sh + 1))
+        mask = Image.new("L", (w, h), 0)
+        shape = ImageDraw.Draw(mask).ellipse if rng.uniform() < 0.5 else ImageDraw.Draw(mask).rectangle
+        shape((x0, y0, x0 + sw, y0 + sh), fill=255)
+        out = Image.composite(CORRUPTIONS[names[kind]](out, rng), out, mask)
+        classes[np.asarray(mask) > 127] = kind + 1
+    return out, classes
