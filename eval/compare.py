@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
+from vlm_judge import metrics as M
+
 from .cache import ResultCache, cache_key
 from .judges import (
     JudgeConfigError,
@@ -41,6 +42,7 @@ from .judges import (
     make_client,
     resolve_judge,
 )
+from .metrics import evaluate_scores
 from .report import definitions, write_report
 from .sbs import ALPHA, CORRECTIONS, SbsError, sbs_report
 
@@ -181,7 +183,7 @@ def score_judge(
 # ---------------------------------------------------------------------------------------------- metrics
 
 
-def judge_metrics(
+def judge_summary(
     preds: pd.DataFrame,
     *,
     split: str,
@@ -216,10 +218,11 @@ def judge_metrics(
         note = f"{threshold:.4f}, chosen on {len(validation)} validation items to maximise accuracy"
         if split in ("validation", "all"):
             note += "; in-sample: the evaluated items include the validation split"
-    quality = M.evaluate_scores(
+    quality = evaluate_scores(
         scored["label"].to_numpy(),
         scored["p_defect"].to_numpy(),
         scored["soft_label"].to_numpy(dtype=float),
+        defects=scored["defect"].to_numpy() if "defect" in scored.columns else None,
         val_threshold=threshold,
         groups=scored["prompt_id"].to_numpy(),
         n_boot=n_boot,
@@ -331,7 +334,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
         tables.append(preds)
         judges[config.name] = {
             "judge": resolved.describe(),
-            **judge_metrics(
+            **judge_summary(
                 preds,
                 split=args.split,
                 n_boot=args.bootstrap,

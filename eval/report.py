@@ -1,20 +1,23 @@
 """Write a comparison report: report.md, metrics.json, predictions.csv and PNG plots (matplotlib, Agg backend).
 
 Input is the JSON-ready ``results`` dict eval.compare builds (see ``write_report``) plus the long per-item
-predictions table; this module only formats, it computes nothing but the plot curves.
+predictions table; this module only formats, it computes nothing but the plot curves (scikit-learn's ROC and PR
+curves, the reliability bins of vlm_judge.metrics).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
+from vlm_judge import metrics as M
+
 from . import sbs as S
 
 PLOTS = {
@@ -37,6 +40,7 @@ QUALITY_COLUMNS = [
     ("rmse_soft", "RMSE(soft)", True),
 ]
 THRESHOLD_COLUMNS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy"]
+PER_DEFECT_PREFIX = "roc_auc_"  # roc_auc_<defect type> in a judge's quality metrics
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -145,6 +149,17 @@ def render_markdown(results: dict[str, Any]) -> str:
                 + [_with_ci(q["metrics"].get(key), q["ci"].get(key)) for key, _, _ in QUALITY_COLUMNS]
             )
         lines += [_table(["judge", "n"] + [title for _, title, _ in QUALITY_COLUMNS], rows), ""]
+
+        kinds = sorted(
+            {k for j in scored.values() for k in j["quality"]["metrics"] if k.startswith(PER_DEFECT_PREFIX)}
+        )
+        if kinds:
+            lines += ["### ROC-AUC per defect type (images of that type vs clean images)", ""]
+            rows = [
+                [name] + [_with_ci(j["quality"]["metrics"].get(k), j["quality"]["ci"].get(k)) for k in kinds]
+                for name, j in scored.items()
+            ]
+            lines += [_table(["judge"] + [k.removeprefix(PER_DEFECT_PREFIX) for k in kinds], rows), ""]
 
         lines += ["### At threshold 0.5 and at the validation threshold", ""]
         rows = []
@@ -310,6 +325,8 @@ def write_plots(predictions: pd.DataFrame, output: Path, judges: list[str]) -> d
 
     matplotlib.use("Agg")  # no display anywhere this runs
     import matplotlib.pyplot as plt
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     scored = predictions[predictions["p_defect"].notna()]
     parts = {name: scored[scored["judge"] == name] for name in judges}
@@ -320,7 +337,9 @@ def write_plots(predictions: pd.DataFrame, output: Path, judges: list[str]) -> d
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, part in parts.items():
         y, p = part["label"].to_numpy(), part["p_defect"].to_numpy()
-        fpr, tpr = M.roc_curve_points(y, p)
+        with warnings.catch_warnings():  # one class only: sklearn warns and returns NaN, nothing is drawn
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
         ax.plot(fpr, tpr, label=f"{name} (AUC {_num(M.roc_auc(y, p))})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
     ax.set(
@@ -332,8 +351,13 @@ def write_plots(predictions: pd.DataFrame, output: Path, judges: list[str]) -> d
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, part in parts.items():
         y, p = part["label"].to_numpy(), part["p_defect"].to_numpy()
-        recall, precision = M.pr_curve_points(y, p)
-        ax.step(recall, precision, where="pre", label=f"{name} (AP {_num(M.average_precision(y, p))})")
+        with warnings.catch_warnings():  # no positives: sklearn warns (recall set to 1)
+            warnings.simplefilter("ignore", UserWarning)
+            precision, recall, _ = precision_recall_curve(y, p)
+        # sklearn lists the points from the highest threshold down; plotted from recall 0 with precision 1 up.
+        ax.step(
+            recall[::-1], precision[::-1], where="pre", label=f"{name} (AP {_num(M.average_precision(y, p))})"
+        )
     base = float(next(iter(parts.values()))["label"].mean())
     ax.axhline(base, ls="--", c="grey", lw=1)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))

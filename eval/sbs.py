@@ -215,17 +215,6 @@ def verdict(test: PairTest) -> str:
     return "B better" if test.mean_diff > 0 else "A better"
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a share k/n (NaN for n = 0)."""
-    if n == 0:
-        return math.nan, math.nan
-    phat = k / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def sbs_summary(pairs: list[SbsPair]) -> dict[str, Any]:
     """Macro-accuracy over assessor-significant pairs, its strict variant and the counts behind them."""
     significant = [p for p in pairs if p.assessors.significant]
@@ -238,7 +227,11 @@ def sbs_summary(pairs: list[SbsPair]) -> dict[str, Any]:
         "n_assessor_significant": n,
         "n_agree": len(agree),
         "macro_accuracy": len(agree) / n if n else math.nan,
-        "macro_accuracy_ci": list(wilson_interval(len(agree), n)),
+        "macro_accuracy_ci": (  # 95 % Wilson score interval
+            [float(v) for v in stats.binomtest(len(agree), n).proportion_ci(method="wilson")]
+            if n
+            else [math.nan, math.nan]
+        ),
         "n_agree_judge_significant": len(strict),
         "strict_macro_accuracy": len(strict) / n if n else math.nan,
         "n_judge_significant_opposite": len(opposite),

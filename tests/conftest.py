@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny Qwen2-VL is built once per test session (seconds, no downloads)."""
+"""Shared fixtures: fast client backoff, the fake chat server, the tiny Qwen2-VL (built once per test session,
+seconds, no downloads), side-by-side renders."""
 
 from __future__ import annotations
 
@@ -9,6 +10,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach the hub from t
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    """Client retries back off from 10 ms instead of 0.5 s, so retry tests take no real waiting."""
+    from vlm_judge import client as client_module
+
+    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.01)
+
+
+@pytest.fixture
+def server():
+    """A fake OpenAI-compatible chat server (tests/vllm_server.py) for client, score and reward tests.
+
+    The end-to-end modules (test_serving_e2e, test_classify_e2e) override ``server`` with a real vLLM one."""
+    from vllm_server import FakeChatServer
+
+    with FakeChatServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (modules opt in with usefixtures): the machine is shared, and tiny
+    matrices gain nothing from more threads."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

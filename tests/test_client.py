@@ -8,7 +8,7 @@ import json
 
 import pytest
 from PIL import Image
-from vllm_server import FakeChatServer, Reply, completion_reply, error_reply, free_port, logprobs_reply
+from vllm_server import Reply, completion_reply, error_reply, free_port, logprobs_reply
 
 from vlm_judge import client as client_module
 from vlm_judge.client import AsyncJudgeClient, JudgeClient, fetch_answer_token_ids
@@ -17,21 +17,10 @@ from vlm_judge.protocol import DEFAULT_PROMPT_FILE
 VERBALIZED = DEFAULT_PROMPT_FILE.with_name("defect_judge_verbalized.yaml")
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.01)
-
-
 def grey(tmp_path, level: int, name: str | None = None) -> str:
     path = tmp_path / (name or f"grey{level}.png")
     Image.new("RGB", (64, 64), (level, level, level)).save(path)
     return str(path)
-
-
-@pytest.fixture
-def server():
-    with FakeChatServer() as fake:
-        yield fake
 
 
 def make_client(server, **kwargs) -> JudgeClient:

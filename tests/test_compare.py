@@ -298,6 +298,11 @@ def test_logprob_judge_and_default_test_split(tmp_path, dataset):
     assert len(server.received) == n_test + n_val  # the test split plus validation for the threshold
     quality = metrics["judges"]["fake-vllm"]["quality"]
     assert quality["n"] == n_test and "in-sample" not in quality["threshold_note"]
+    # Per defect type: that type against the clean images, with a CI like every quality metric.
+    kinds = set(frame.loc[(frame["split"] == "test") & (frame["defect"] != "none"), "defect"])
+    assert {k for k in quality["metrics"] if k.startswith("roc_auc_")} == {f"roc_auc_{k}" for k in kinds}
+    assert set(quality["ci"]) == set(quality["metrics"])
+    assert "ROC-AUC per defect type" in (out / "report.md").read_text()
     preds = pd.read_csv(out / "predictions.csv")
     assert set(preds["split"]) == {"test", "validation"} and preds["p_defect"].between(0, 1).all()
 

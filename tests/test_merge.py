@@ -17,12 +17,7 @@ SIDE = 112
 BOUNDS = {"min_pixels": SIDE * SIDE, "max_pixels": SIDE * SIDE}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

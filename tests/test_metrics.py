@@ -1,4 +1,5 @@
-"""eval.metrics against scikit-learn on fixed data (with ties, imbalance and edge cases)."""
+"""vlm_judge.metrics against scikit-learn on fixed data (with ties, imbalance and edge cases); eval.metrics's
+bootstrap CIs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from eval import metrics as M
+from eval import metrics as E
+from vlm_judge import metrics as M
 
 
 def _data(n: int, seed: int, *, rounding: int | None = 2, positive_rate: float = 0.4):
@@ -33,15 +35,6 @@ CASES = [
 def test_ranking_metrics_match_sklearn(y, p, soft):
     assert M.roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
     assert M.average_precision(y, p) == pytest.approx(skm.average_precision_score(y, p), abs=1e-12)
-    fpr, tpr = M.roc_curve_points(y, p)
-    sk_fpr, sk_tpr, _ = skm.roc_curve(y, p, drop_intermediate=False)
-    assert np.allclose(fpr, sk_fpr) and np.allclose(tpr, sk_tpr)
-    recall, precision = M.pr_curve_points(y, p)
-    sk_precision, sk_recall, _ = skm.precision_recall_curve(y, p)
-    # sklearn lists points from the highest threshold down, reversed; same set of (recall, precision).
-    ours = set(zip(np.round(recall, 12), np.round(precision, 12), strict=True))
-    theirs = set(zip(np.round(sk_recall, 12), np.round(sk_precision, 12), strict=True))
-    assert theirs - {(0.0, 1.0)} <= ours
 
 
 @pytest.mark.parametrize("y,p,soft", CASES)
@@ -122,8 +115,8 @@ def test_latency_stats():
 def test_bootstrap_ci_covers_point_and_is_reproducible():
     y, p, soft = _data(120, 11)
     groups = np.repeat(np.arange(40), 3)
-    a = M.evaluate_scores(y, p, soft, val_threshold=0.45, groups=groups, n_boot=300, seed=5)
-    b = M.evaluate_scores(y, p, soft, val_threshold=0.45, groups=groups, n_boot=300, seed=5)
+    a = E.evaluate_scores(y, p, soft, val_threshold=0.45, groups=groups, n_boot=300, seed=5)
+    b = E.evaluate_scores(y, p, soft, val_threshold=0.45, groups=groups, n_boot=300, seed=5)
     assert a == b
     assert set(a["ci"]) == set(a["metrics"])
     for name, (lo, hi) in a["ci"].items():
@@ -132,8 +125,8 @@ def test_bootstrap_ci_covers_point_and_is_reproducible():
         assert a["ci"][name][0] <= a["metrics"][name] <= a["ci"][name][1]
     assert a["metrics"]["accuracy@val"] == pytest.approx(skm.accuracy_score(y, (p >= 0.45).astype(int)))
     assert set(a["metrics"]) == {
-        *(f"{m}{s}" for m in M.THRESHOLD_NAMES for s in ("@0.5", "@val")),
-        *M.POINTWISE_NAMES,
+        *(f"{m}{s}" for m in E.THRESHOLD_NAMES for s in ("@0.5", "@val")),
+        *E.POINTWISE_NAMES,
     }
 
 
@@ -145,10 +138,48 @@ def test_grouped_bootstrap_resamples_whole_groups():
         return {"n": float(len(idx))}
 
     groups = ["a", "a", "b", "b", "b", "c"]
-    M.bootstrap_ci(stat, 6, groups=groups, n_boot=50, seed=0)
+    E.bootstrap_ci(stat, 6, groups=groups, n_boot=50, seed=0)
     members = {"a": {0, 1}, "b": {2, 3, 4}, "c": {5}}
     for idx in seen:
         picked = list(idx)
         for members_of in members.values():
             count = sum(i in members_of for i in picked)
             assert count % len(members_of) == 0  # a group enters whole or not at all
+
+
+def test_per_defect_auc_is_each_type_against_clean_images():
+    defects = ["none", "none", "none", "smear", "smear", "extra_limb", "extra_limb", ""]
+    p = [0.1, 0.3, 0.6, 0.9, 0.5, 0.2, 0.05, 0.99]
+    auc = M.per_defect_roc_auc(p, defects)
+    clean = [0.1, 0.3, 0.6]
+    assert list(auc) == ["extra_limb", "smear"]  # sorted; an empty type is ignored
+    assert auc["smear"] == pytest.approx(skm.roc_auc_score([0, 0, 0, 1, 1], clean + [0.9, 0.5]))
+    assert auc["extra_limb"] == pytest.approx(skm.roc_auc_score([0, 0, 0, 1, 1], clean + [0.2, 0.05]))
+    # No clean image: nothing to compare with.
+    assert M.per_defect_roc_auc([0.5, 0.7], ["smear", "blur"]) == {}
+    labels = [0, 0, 0, 1, 1, 1, 1, 1]
+    summary = M.judge_metrics(labels, p, defects=defects, soft_labels=[0.5] * 8)
+    assert summary["roc_auc_smear"] == auc["smear"] and summary["roc_auc"] == M.roc_auc(labels, p)
+    assert summary["accuracy"] == pytest.approx(skm.accuracy_score(labels, np.asarray(p) >= 0.5))
+    assert summary["n"] == 8 and "rmse_soft" in summary
+    assert set(M.judge_metrics(labels, p)) == {"roc_auc", "accuracy", "brier", "mean_p_defect", "n"}
+
+
+def test_evaluate_scores_adds_per_defect_auc_with_cis_and_keeps_the_rest():
+    y, p, soft = _data(120, 11)
+    rng = np.random.default_rng(3)
+    defects = np.where(y == 1, rng.choice(["smear", "blur"], size=y.size), "none")
+    groups = np.repeat(np.arange(40), 3)
+    plain = E.evaluate_scores(y, p, soft, val_threshold=0.45, groups=groups, n_boot=200, seed=5)
+    typed = E.evaluate_scores(
+        y, p, soft, defects=defects, val_threshold=0.45, groups=groups, n_boot=200, seed=5
+    )
+    extra = {"roc_auc_blur", "roc_auc_smear"}
+    assert set(typed["metrics"]) == set(plain["metrics"]) | extra and set(typed["ci"]) == set(
+        typed["metrics"]
+    )
+    assert {k: typed["metrics"][k] for k in plain["metrics"]} == plain["metrics"]
+    assert {k: typed["ci"][k] for k in plain["ci"]} == plain["ci"]  # same resamples, same CIs
+    assert typed["metrics"]["roc_auc_smear"] == M.per_defect_roc_auc(p, defects)["smear"]
+    for name in extra:
+        assert typed["ci"][name][0] <= typed["metrics"][name] <= typed["ci"][name][1]

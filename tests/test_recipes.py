@@ -58,7 +58,7 @@ def test_recipe_parses_and_builds_its_configs(path):
 
 
 @pytest.mark.parametrize("name", GPU_RECIPES)
-def test_gpu_recipes_train_at_native_resolution_and_state_memory(name):
+def test_gpu_recipes_train_at_native_resolution(name):
     from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, visual_tokens
 
     path = REPO / "recipes" / name
@@ -68,8 +68,6 @@ def test_gpu_recipes_train_at_native_resolution_and_state_memory(name):
     assert model_args.model_name_or_path.startswith("Qwen/Qwen2-VL-")
     assert model_args.dtype == "bfloat16" and training_args.bf16
     assert training_args.gradient_checkpointing
-    text = path.read_text()
-    assert "Expected memory per GPU" in text and "Knobs" in text
 
 
 def test_tiny_recipe_trains_at_the_resolution_its_data_is_rendered(tmp_path):

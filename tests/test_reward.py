@@ -9,21 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vllm_server import FakeChatServer, error_reply
+from vllm_server import error_reply
 
-from vlm_judge import client as client_module
 from vlm_judge.reward import DefectReward, RewardError, to_image_sources
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.01)
-
-
-@pytest.fixture
-def server():
-    with FakeChatServer() as fake:
-        yield fake
 
 
 @pytest.fixture

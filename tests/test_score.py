@@ -14,21 +14,9 @@ import pytest
 from PIL import Image
 from vllm_server import FakeChatServer, error_reply, free_port, logprobs_reply
 
-from vlm_judge import client as client_module
 from vlm_judge.score import COLUMNS, main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.01)
-
-
-@pytest.fixture
-def server():
-    with FakeChatServer() as fake:
-        yield fake
 
 
 def make_images(folder: Path, levels: list[int]) -> list[str]:

@@ -19,12 +19,7 @@ SIDE = 112  # images rendered at 112 px, kept native by the pixel bounds: 16 vis
 BOUNDS = {"min_pixels": SIDE * SIDE, "max_pixels": SIDE * SIDE}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; tiny matrices gain nothing from more threads
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 MLflow tracking and the run's metadata."""
 
 from .args import JudgeScriptArguments
-from .callbacks import JudgeEvalCallback, judge_metrics, score_split
+from .callbacks import JudgeEvalCallback, score_split
 from .collate import (
     JudgeDataCollator,
     check_max_length,
@@ -26,7 +26,6 @@ __all__ = [
     "build_model",
     "check_max_length",
     "find_label_table_or_none",
-    "judge_metrics",
     "lora_target_regex",
     "max_sequence_length",
     "mlflow_run",

@@ -1,5 +1,6 @@
 """The judge's evaluation during training: p_defect of every eval image through the shared scorer
-(modeling.score_images, the protocol's Yes/No rule), then ROC-AUC / accuracy / Brier (eval/metrics.py).
+(modeling.score_images, the protocol's Yes/No rule), then ROC-AUC / accuracy / Brier / per-defect ROC-AUC
+(vlm_judge.metrics.judge_metrics, the same functions eval.compare reports).
 
 The metrics are added to the dict Trainer.evaluate returns, so `metric_for_best_model: roc_auc` with
 `load_best_model_at_end` keeps the best checkpoint by AUC, and they are logged like any eval metric (MLflow,
@@ -9,49 +10,15 @@ progress bar, trainer_state.json).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from transformers import TrainerCallback
 
+from vlm_judge.metrics import judge_metrics
 from vlm_judge.modeling import score_images
 from vlm_judge.protocol import JudgePrompt, load_prompt
 
 logger = logging.getLogger(__name__)
-
-
-def judge_metrics(
-    labels: Sequence[int],
-    scores: Sequence[float],
-    defects: Sequence[str] | None = None,
-    soft_labels: Sequence[float] | None = None,
-) -> dict[str, float]:
-    """roc_auc, accuracy (at 0.5), brier, positive_rate, n; per defect type roc_auc_<type> (that type vs clean
-    images, ground truth from the `defect` column) when defects are given; rmse_soft against vote ratios."""
-    from eval.metrics import brier, rmse, roc_auc
-
-    y = np.asarray(labels, dtype=int)
-    p = np.asarray(scores, dtype=float)
-    both = 0 < y.sum() < len(y)
-    out = {
-        "roc_auc": roc_auc(y, p) if both else math.nan,
-        "accuracy": float(((p >= 0.5).astype(int) == y).mean()),
-        "brier": brier(y, p),
-        "mean_p_defect": float(p.mean()),
-        "n": float(len(y)),
-    }
-    if soft_labels is not None:
-        out["rmse_soft"] = rmse(p, np.asarray(soft_labels, dtype=float))
-    if defects is not None:
-        kinds = np.asarray([str(d) for d in defects])
-        clean = kinds == "none"
-        for kind in sorted(set(kinds) - {"none", ""}):
-            chosen = clean | (kinds == kind)
-            if clean.any():
-                out[f"roc_auc_{kind}"] = roc_auc((kinds[chosen] == kind).astype(int), p[chosen])
-    return out
 
 
 def score_split(

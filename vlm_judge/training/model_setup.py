@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from vlm_judge.modeling import load_model, resolve_dtype
+from vlm_judge.modeling import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +179,3 @@ def build_model(model_args: Any, script_args: Any) -> tuple[Any, Any]:
         for param in model.parameters():
             param.requires_grad_(False)  # PEFT unfreezes the adapters and modules_to_save
     return model, peft_config
-
-
-def model_dtype_name(model_args: Any) -> str:
-    dtype = resolve_dtype(model_args.dtype)
-    return str(dtype).replace("torch.", "") if isinstance(dtype, torch.dtype) else str(dtype)
