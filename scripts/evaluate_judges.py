@@ -29,6 +29,13 @@ class Args:
     output: str = field(default="reports/main", metadata={"help": "report folder"})
     base_model: str | None = field(default=None, metadata={"help": "base model to evaluate as a prompted baseline"})
     split: str = field(default="test")
+    photo_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "real-photograph set (scripts/make_photo_eval_set.py), never trained on: the same judges are "
+            "also compared on it, report in OUTPUT/photos/"
+        },
+    )
     judges: list[str] = field(
         default_factory=lambda: [
             "baselines/finetuned.yaml",
@@ -76,7 +83,7 @@ def weights_revision(model_dir: str) -> str:
 
 def main() -> int:
     (args,) = HfArgumentParser(Args).parse_args_into_dataclasses()
-    for path in (args.judge_model, args.base_model, args.dataset):
+    for path in (args.judge_model, args.base_model, args.dataset, args.photo_dataset):
         if path and not Path(path).exists():
             print(f"evaluate: {path} does not exist (run the earlier stages first)", file=sys.stderr)
             return 2
@@ -92,12 +99,17 @@ def main() -> int:
             os.environ[f"{env_prefix}_MODEL"] = name
             os.environ[f"{env_prefix}_REVISION"] = weights_revision(model_dir)
         judges = args.judges if args.base_model else [j for j in args.judges if "base-tiny" not in j]
-        argv = ["--dataset", args.dataset, "--output", args.output, "--split", args.split,
-                "--min-side", str(args.min_side), "--bootstrap", str(args.bootstrap), "--judges", *judges]
-        code = compare_main(argv)
+        common = ["--min-side", str(args.min_side), "--bootstrap", str(args.bootstrap), "--judges", *judges]
+        code = compare_main(["--dataset", args.dataset, "--output", args.output, "--split", args.split, *common])
+        if code == 0 and args.photo_dataset:
+            print(f"[evaluate] the same judges on the real photographs of {args.photo_dataset}", flush=True)
+            photos = str(Path(args.output) / "photos")
+            code = compare_main(["--dataset", args.photo_dataset, "--output", photos, "--split", "test", *common])
     if code == 0 and args.summary:
         write_summary(Path(args.output) / "metrics.json", Path(args.summary))
     print(f"[evaluate] servers stopped; report: {Path(args.output) / 'report.md'}", flush=True)
+    if args.photo_dataset:
+        print(f"[evaluate] real photographs: {Path(args.output) / 'photos' / 'report.md'}", flush=True)
     return code
 
 

@@ -12,13 +12,13 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-echo "[main-job] 2/2 dvc repro: prepare → train → merge → evaluate"
+echo "[main-job] 2/2 dvc repro: prepare → photos → train → merge → evaluate"
 if ! dvc repro; then
   echo "[main-job] FAILED: see the stage named above ('failed to reproduce ...'); fix it and rerun: done stages are kept" >&2
   exit 1
 fi
 dvc metrics show
 echo "[main-job] done in $(( $(date +%s) - start )) s"
-echo "[main-job] report:        reports/main/report.md (+ metrics.json, predictions.csv, *.png)"
+echo "[main-job] report:        reports/main/report.md (+ metrics.json, predictions.csv, *.png); real photographs: reports/main/photos/report.md"
 echo "[main-job] merged judge:  models/judge-tiny (serve: python -m vlm_judge.serve --model models/judge-tiny)"
 echo "[main-job] training runs: runs/tiny-cpu, MLflow: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"

@@ -13,7 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_dvc_pipeline_has_the_four_stages_in_order(tmp_path):
+def test_dvc_pipeline_has_its_stages_in_order(tmp_path):
     work = tmp_path / "repo"
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", ".git", "models", "data", "runs",
                                                                "reports", "mlruns", "metrics", "*.lock"))
@@ -21,13 +21,16 @@ def test_dvc_pipeline_has_the_four_stages_in_order(tmp_path):
     dvc = str(Path(sys.executable).with_name("dvc"))
     listed = subprocess.run([dvc, "stage", "list"], cwd=work, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
-    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["prepare", "train", "merge", "evaluate"]
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["prepare", "photos", "train", "merge", "evaluate"]
     dag = subprocess.run([dvc, "dag", "--dot"], cwd=work, capture_output=True, text=True, check=True).stdout
-    for edge in ('"prepare" -> "train"', '"train" -> "merge"', '"merge" -> "evaluate"', '"prepare" -> "evaluate"'):
+    edges = ('"prepare" -> "train"', '"train" -> "merge"', '"merge" -> "evaluate"', '"prepare" -> "evaluate"',
+             '"photos" -> "evaluate"')
+    for edge in edges:
         assert edge in dag
     recipe = yaml.safe_load((REPO / "recipes/tiny-cpu.yaml").read_text())
     status = subprocess.run([dvc, "status", "--json"], cwd=work, capture_output=True, text=True, check=True)
     assert recipe["dataset_dir"] in status.stdout  # ${dataset_dir} came from the recipe
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["photo_dir"] in status.stdout
 
 
 def test_prepare_stage_builds_model_and_data(tmp_path):
