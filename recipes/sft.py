@@ -25,6 +25,7 @@ import torch
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from vlm_judge.data import dataset_fingerprint, generate_synthetic_dataset, load_judge_dataset
+from vlm_judge.data.synthetic.stream import training_stream
 from vlm_judge.modeling import load_processor, pixel_bounds
 from vlm_judge.protocol import load_prompt
 from vlm_judge.training import (
@@ -83,6 +84,20 @@ def main(
     training_args.remove_unused_columns = False
     training_args.assistant_only_loss = False
     model, peft_config = build_model(model_args, script_args)
+    if script_args.synthetic_stream is not None:
+        if training_args.max_steps <= 0:
+            raise ValueError("synthetic_stream renders an endless train split: set max_steps")
+        rows_per_step = (
+            training_args.per_device_train_batch_size
+            * training_args.gradient_accumulation_steps
+            * training_args.world_size
+        )
+        train_dataset = training_stream(
+            script_args.synthetic or {}, {**script_args.synthetic_stream, "batch_size": rows_per_step}
+        )
+        logger.info("train split: rendered on the fly (%s), %d rows per step", script_args.synthetic_stream, rows_per_step)
+    else:
+        train_dataset = prepare_split(data["train"], script_args.max_train_samples)
 
     run_name = training_args.run_name or Path(training_args.output_dir).name
     with mlflow_run(
@@ -97,7 +112,7 @@ def main(
             model=model,
             args=training_args,
             data_collator=JudgeDataCollator(processor=processor, prompt=prompt, label_mode=script_args.label_mode),
-            train_dataset=prepare_split(data["train"], script_args.max_train_samples),
+            train_dataset=train_dataset,
             eval_dataset=prepare_split(eval_split) if training_args.eval_strategy != "no" else None,
             processing_class=processor,
             peft_config=peft_config,

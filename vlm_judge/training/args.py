@@ -41,6 +41,15 @@ class JudgeScriptArguments:
             "synthetic assessor logs are generated there first (the embedded default)."
         },
     )
+    synthetic_stream: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "StreamCurriculum fields (JSON on the CLI; {} for the defaults). When set, the train split is "
+            "rendered on the fly from the `synthetic` settings (vlm_judge.data.synthetic.stream: every image new, "
+            "clean/defective twins, types joining one at a time, defect areas shrinking); dataset_dir's own train "
+            "split is not used, its validation and test splits are. Needs max_steps."
+        },
+    )
     min_image_side: int = field(
         default=256,
         metadata={"help": "Data guard: images with a shorter side are excluded (vlm_judge.data)."},
@@ -121,6 +130,7 @@ class JudgeScriptArguments:
     def __post_init__(self) -> None:
         self.synthetic = _as_dict(self.synthetic, "synthetic")
         self.tiny_model = _as_dict(self.tiny_model, "tiny_model")
+        self.synthetic_stream = _as_dict(self.synthetic_stream, "synthetic_stream")
         if self.label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
         if self.min_pixels > self.max_pixels:

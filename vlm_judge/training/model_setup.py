@@ -69,6 +69,8 @@ def tiny_model_dir(spec_fields: dict[str, Any], path: str | None = None) -> Path
     spec_file = folder / "tiny_model_spec.json"
     if (folder / "config.json").is_file():
         found = json.loads(spec_file.read_text()) if spec_file.is_file() else None
+        if found is not None:  # a field added since that model was built has its default there
+            found = {**asdict(TinyModelSpec()), **found}
         if found != wanted:
             raise ValueError(
                 f"{folder} holds a different model (spec {found}) than the recipe's tiny_model {wanted}; "
