@@ -38,6 +38,7 @@ ap.add_argument(
 ap.add_argument("--ramp", type=int, default=1000)
 ap.add_argument("--first-types", default=None, help="curriculum: only these types until --first-steps")
 ap.add_argument("--first-steps", type=int, default=0)
+ap.add_argument("--add-every", type=int, default=0, help="curriculum with replay: --types joins one at a time, every N steps")
 ap.add_argument("--twins", type=int, default=1)
 ap.add_argument("--eval-every", type=int, default=250)
 ap.add_argument("--model", default=None)
@@ -93,6 +94,8 @@ def batch(step, n=16):
     while len(ims) < n:
         scene = make_scene(np.random.default_rng(rng.integers(1 << 62)))
         allowed = a.first_types.split(",") if a.first_types and step <= a.first_steps else types
+        if a.add_every:
+            allowed = types[: 1 + (step - 1) // a.add_every]
         choices = applicable_defects(scene, allowed)
         if not choices:
             continue
