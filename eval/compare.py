@@ -32,19 +32,11 @@ import pandas as pd
 
 from vlm_judge import metrics as M
 
-from .cache import ResultCache, cache_key
-from .judges import (
-    JudgeConfigError,
-    ResolvedJudge,
-    SkippedJudge,
-    check_endpoint,
-    load_judge_config,
-    make_client,
-    resolve_judge,
-)
+from .judges import JudgeConfigError, SkippedJudge, load_judge_config, resolve_judge
 from .metrics import evaluate_scores
 from .report import definitions, write_report
 from .sbs import ALPHA, CORRECTIONS, SbsError, sbs_report
+from .scoring import score_judge
 
 SPLIT_CHOICES = ("test", "validation", "train", "all")
 
@@ -83,103 +75,6 @@ def limit_prompts(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataF
     return frame[frame["prompt_id"].isin(chosen)]
 
 
-# ---------------------------------------------------------------------------------------------- scoring
-
-
-def _record(result: Any, image: str, sha: str, judge: ResolvedJudge, judge_hash: str) -> dict[str, Any]:
-    return {
-        "image": image,
-        "image_sha256": sha,
-        "judge": judge.name,
-        "judge_hash": judge_hash,
-        "prompt_version": judge.config.prompt.version,
-        "p_defect": None if result.p_defect is None else float(result.p_defect),
-        "error": result.error,
-        "latency_ms": None if result.latency_ms is None else float(result.latency_ms),
-        "defects": list(getattr(result, "defects", ()) or ()),
-        "attempts": int(getattr(result, "attempts", 1) or 1),
-    }
-
-
-def score_judge(
-    judge: ResolvedJudge,
-    images: pd.DataFrame,
-    cache_dir: Path,
-    *,
-    retry_errors: bool = False,
-    progress: bool = True,
-    check: bool = True,
-) -> tuple[pd.DataFrame | None, str | None]:
-    """Scores of one judge for ``images`` (columns image, image_path, sha256), from the cache where present.
-
-    Returns (per-image results, None) or (None, skip reason). Results are appended to the cache as each item
-    finishes, so an interruption loses at most the items in flight."""
-    from tqdm.auto import tqdm
-
-    judge_hash = judge.config_hash()
-    version = judge.config.prompt.version
-    keys = [cache_key(sha, judge_hash, version) for sha in images["sha256"]]
-    with ResultCache(cache_dir / f"{judge.name}.jsonl") as cache:
-
-        def done(key: str) -> bool:
-            record = cache.get(key)
-            return record is not None and not (retry_errors and record.get("p_defect") is None)
-
-        todo = [i for i, key in enumerate(keys) if not done(key)]
-        cached_before = len(keys) - len(todo)
-        if todo:
-            reason = check_endpoint(judge) if check else None
-            if reason:
-                return None, reason
-            try:
-                client = make_client(judge)
-            except Exception as exc:  # the client's own argument checks, or the client module missing
-                return None, f"skipped: cannot create the client ({type(exc).__name__}: {exc})"
-            paths = [images["image_path"].iloc[i] for i in todo]
-            names = [images["image"].iloc[i] for i in todo]
-            bar = tqdm(
-                total=len(keys), initial=cached_before, desc=judge.name, unit="img", disable=not progress
-            )
-
-            def on_result(index: int, result: Any) -> None:
-                row = todo[index]
-                cache.append(
-                    keys[row], _record(result, names[index], images["sha256"].iloc[row], judge, judge_hash)
-                )
-                bar.update(1)
-
-            try:
-                client.score_batch(paths, names, on_result=on_result, progress=False)
-            except Exception as exc:
-                # The client returns errors per item; anything escaping it ends this judge, not the run.
-                reason = f"failed mid-run ({type(exc).__name__}: {exc}); finished items are cached, rerun to resume"
-                return None, reason
-            finally:
-                bar.close()
-                close = getattr(client, "close", None)
-                if callable(close):
-                    close()
-        queried = set(todo)
-        rows = []
-        for i, key in enumerate(keys):
-            record = cache.get(key) or {"error": "no result (the client returned none for this item)"}
-            rows.append(
-                {
-                    "image_path": images["image_path"].iloc[i],
-                    "p_defect": record.get("p_defect"),
-                    "error": record.get("error"),
-                    "latency_ms": record.get("latency_ms"),
-                    "attempts": record.get("attempts"),
-                    "defects": "; ".join(record.get("defects") or []),
-                    "cached": i not in queried,
-                }
-            )
-    out = pd.DataFrame(rows)
-    out["p_defect"] = pd.to_numeric(out["p_defect"], errors="coerce")
-    out["latency_ms"] = pd.to_numeric(out["latency_ms"], errors="coerce")
-    return out, None
-
-
 # ---------------------------------------------------------------------------------------------- metrics
 
 
@@ -195,7 +90,7 @@ def judge_summary(
     """Quality, latency, failures and SbS of one judge from its rows of the predictions table."""
     evaluated = preds[preds["evaluated"]]
     scored = evaluated[evaluated["p_defect"].notna()]
-    errors = Counter(_error_kind(e) for e in evaluated.loc[evaluated["p_defect"].isna(), "error"])
+    errors = Counter(evaluated.loc[evaluated["p_defect"].isna(), "error_kind"].fillna("unknown error"))
     failures = {
         "n_items": int(len(evaluated)),
         "n_scored": int(len(scored)),
@@ -234,12 +129,6 @@ def judge_summary(
         evaluated, "p_defect", alpha=alpha, correction=correction, n_boot=n_boot, seed=seed
     )
     return out
-
-
-def _error_kind(error: Any) -> str:
-    # Group messages by their first clause so the report lists kinds, not 200 distinct strings.
-    text = str(error or "unknown error")
-    return text.split(":")[0][:80] if ":" in text else text[:80]
 
 
 # ---------------------------------------------------------------------------------------------- main

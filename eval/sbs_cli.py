@@ -6,7 +6,7 @@
 
 Input: a canonical dataset whose label/vote columns are optional, or DIR/<system>/<prompt_id>.<ext>
 (vlm_judge.data.load_generations, the same quality guard). Two systems that drew the same picture are both kept
-and the picture is judged once. Every image goes through the same scorer as eval.compare (eval.compare.score_judge:
+and the picture is judged once. Every image goes through the same scorer as eval.compare (eval.scoring.score_judge:
 the JudgeClient from the judge config, the per-item JSONL cache in OUTPUT/cache/<judge>.jsonl or --cache-dir),
 so a killed run resumes and an image that this judge config scored already -- in eval.compare or eval.sbs, with
 the same cache folder -- is not queried again.
@@ -41,9 +41,10 @@ from typing import Any
 import pandas as pd
 
 from . import sbs as S
-from .compare import run_reporting_errors, score_judge
+from .compare import run_reporting_errors
 from .drift import DriftInputError, drift_report
 from .judges import JudgeConfigError, ResolvedJudge, SkippedJudge, load_judge_config, resolve_judge
+from .scoring import score_judge
 
 # Guard exclusions that mean an image could not be read: a bad input, not a data-quality remark.
 IMAGE_PROBLEMS = ("missing_file", "not_image", "truncated", "undecodable", "too_small", "too_large")
@@ -123,15 +124,14 @@ def system_pairs(systems: list[str], frame: pd.DataFrame, source: str) -> list[t
 
 def _served_model_dir(judge: ResolvedJudge) -> Path | None:
     """The local folder the server loaded the judge from (vLLM lists it as the model's ``root``), if any."""
-    import httpx
+    from vlm_judge.judges import EndpointError, probe
 
-    headers = {"Authorization": f"Bearer {judge.api_key}"} if judge.api_key else {}
     try:
-        data = httpx.get(f"{judge.base_url}/models", headers=headers, timeout=5.0).json().get("data", [])
-    except (httpx.HTTPError, ValueError, AttributeError):
+        models = probe(judge, timeout=5.0)
+    except EndpointError:
         return None
-    for model in data if isinstance(data, list) else []:
-        root = model.get("root") if isinstance(model, dict) else None
+    for model in models:
+        root = model.get("root")
         if model.get("id") == judge.model and isinstance(root, str) and Path(root).is_dir():
             return Path(root)
     return None
@@ -182,7 +182,7 @@ def score_items(
     results, reason = score_judge(judge, pictures, cache_dir, retry_errors=retry_errors, progress=progress)
     if results is None:
         raise SbsInputError(
-            f"judge {judge.name} ({judge.config.source}): {reason}; images scored so far are kept in "
+            f"judge {judge.name} ({judge.source}): {reason}; images scored so far are kept in "
             f"{cache_dir / (judge.name + '.jsonl')}"
         )
     results = results.drop(columns="image_path").assign(pixel_sha256=pictures["pixel_sha256"].to_numpy())
@@ -190,7 +190,7 @@ def score_items(
     if scored["p_defect"].notna().sum() == 0:
         errors = scored["error"].dropna().astype(str).value_counts().head(3)
         raise SbsInputError(
-            f"judge {judge.name} ({judge.config.source}) scored none of {len(pictures)} images "
+            f"judge {judge.name} ({judge.source}) scored none of {len(pictures)} images "
             f"(errors: {'; '.join(errors.index) or 'none reported'}); rerun with --retry-errors once fixed"
         )
     return scored

@@ -105,7 +105,7 @@ def cycle(model_dir: Path, images: list[str], concurrency: int, serve_args: list
     worker.join(timeout=120)
     results = outcome.get("results") or []
     ends = collections.Counter(
-        "scored" if r.ok else (r.error or "?").split(":")[0] for r in results
+        "scored" if r.ok else (r.error_kind or "?") for r in results
     )  # AnswerNotFoundError is a scored request of the untrained tiny model (no Yes/No in its top 20)
     stop_line = next(
         (line for line in server.log_text().splitlines() if "after the stop signal" in line), None

@@ -14,10 +14,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    """Client retries back off from 10 ms instead of 0.5 s, so retry tests take no real waiting."""
-    from vlm_judge import client as client_module
+    """Client retries (the openai SDK's) back off from 10 ms instead of 0.5 s, so retry tests take no real waiting."""
+    import openai._base_client
 
-    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.01)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 from vllm_server import JudgeServer
 
-from vlm_judge import client as client_module
 from vlm_judge import serve
 from vlm_judge.client import JudgeClient, fetch_answer_token_ids
 from vlm_judge.images import to_data_url
@@ -277,7 +276,9 @@ def test_server_stopped_mid_batch_gives_retries_then_named_errors(server, images
     launcher forwards it, vLLM drains its engine and shuts down, the rest of the batch fails after its retries
     with named errors, and the launcher exits 0 (stopped on request, not killed after the grace) with no vLLM
     process left behind."""
-    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.05)
+    import openai._base_client
+
+    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.05)
     batch = [images[i % 3] for i in range(8)]
     names = [f"item{i}" for i in range(8)]
 

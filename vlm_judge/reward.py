@@ -26,14 +26,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from vlm_judge.client import JudgeClient, JudgeResult
 from vlm_judge.images import ImageSource
-from vlm_judge.protocol import JudgePrompt
+from vlm_judge.judges import JudgeSpec
 
 logger = logging.getLogger(__name__)
+
+REWARD_DEFAULTS = {"max_concurrency": 16, "timeout": 60.0}  # JudgeSpec fields where the reward's defaults differ
 
 
 class RewardError(RuntimeError):
@@ -78,29 +81,26 @@ class DefectReward:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
         model: str = "defect-judge",
         *,
-        api_key: str | None = None,
-        prompt: str | Path | JudgePrompt | None = None,
-        max_concurrency: int = 16,
-        timeout: float = 60.0,
-        max_retries: int = 3,
+        spec: JudgeSpec | None = None,
         answer_token_ids: Sequence[int] | None = None,
         max_failure_rate: float = 0.5,
         image_fn: Callable[..., Sequence[Any]] | None = None,
         client: JudgeClient | None = None,
+        **settings: Any,
     ):
-        self.client = client or JudgeClient(
-            base_url,
-            model,
-            api_key=api_key,
-            prompt=prompt,
-            max_concurrency=max_concurrency,
-            timeout=timeout,
-            max_retries=max_retries,
-            answer_token_ids=answer_token_ids,
-        )
+        """The judge: `client`, or `spec` (a JudgeSpec), or base_url/model plus any JudgeSpec field as a keyword
+        (api_key, prompt, max_concurrency, timeout, max_retries, exact_answer_logprobs, ...). Without a spec the
+        reward's defaults are 16 requests in flight and a 60 s timeout (an RL batch is large and must not stall)."""
+        if client is None:
+            if spec is None:
+                spec = JudgeSpec(base_url=base_url, model=model, **{**REWARD_DEFAULTS, **settings})
+            elif base_url is not None or settings:
+                spec = replace(spec, **settings, **({"base_url": base_url} if base_url is not None else {}))
+            client = JudgeClient.from_spec(spec, answer_token_ids=answer_token_ids)
+        self.client = client
         self.max_failure_rate = float(max_failure_rate)
         self.image_fn = image_fn
         self.total = 0

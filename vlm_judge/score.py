@@ -21,6 +21,10 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vlm_judge.judges import JudgeSpec
 
 COLUMNS = ["image", "p_defect", "latency_ms", "error"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -101,29 +105,6 @@ def load_done(output: Path) -> set[str]:
     return set(done)
 
 
-def check_server(base_url: str, model: str, api_key: str | None, timeout: float) -> None:
-    """Fail fast, with the reason, on an unreachable server or an unknown model (instead of N identical errors)."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise ConnectionError(f"cannot reach {base_url} ({type(exc).__name__}: {exc})") from None
-    if response.status_code in (401, 403):
-        raise ConnectionError(f"{base_url} rejected the API key (HTTP {response.status_code})")
-    if response.status_code != 200:
-        return  # some gateways have no /models; the requests will tell
-    try:
-        served = [m.get("id") for m in response.json().get("data", [])]
-    except (ValueError, AttributeError):
-        return
-    if served and model not in served:
-        raise ScoreError(
-            f"model {model!r} is not served at {base_url} (served: {', '.join(map(str, served))})"
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vlm_judge.score", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -152,14 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    import httpx
-
-    from vlm_judge.client import JudgeClient, JudgeResult, fetch_answer_token_ids
-    from vlm_judge.protocol import ProtocolError
+def judge_spec(args: argparse.Namespace) -> JudgeSpec:
+    """The command line's judge settings as a JudgeSpec (ScoreError names a bad one)."""
+    from vlm_judge.judges import JudgeSpec, JudgeSpecError
 
     if args.concurrency < 1:
         raise ScoreError("--concurrency must be >= 1")
+    try:
+        return JudgeSpec(
+            base_url=args.base_url,
+            model=args.model,
+            api_key=args.api_key,
+            prompt=args.prompt,
+            top_logprobs=args.top_logprobs,
+            exact_answer_logprobs=args.exact_answer_logprobs,
+            max_concurrency=args.concurrency,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+        )
+    except JudgeSpecError as exc:
+        raise ScoreError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlm_judge.client import JudgeClient, JudgeResult
+    from vlm_judge.judges import EndpointError, ModelNotServedError, probe
+    from vlm_judge.protocol import ProtocolError
+
+    spec = judge_spec(args)
     inputs = list_inputs(args.input, args.image_column)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -171,33 +172,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if not todo:
         return 0
+    # Fail fast, with the reason, on an unreachable server or an unknown model (instead of N identical errors).
     try:
-        check_server(args.base_url, args.model, args.api_key, min(args.timeout, 30.0))
-        token_ids = None
-        if args.exact_answer_logprobs:
-            token_ids = fetch_answer_token_ids(
-                args.base_url, args.model, prompt=args.prompt, api_key=args.api_key, timeout=args.timeout
-            )
-    except (ConnectionError, ProtocolError, httpx.HTTPError) as exc:
+        probe(spec, timeout=min(args.timeout, 30.0))
+        client = JudgeClient.from_spec(spec)
+    except ModelNotServedError as exc:
+        raise ScoreError(str(exc)) from None
+    except (EndpointError, ProtocolError) as exc:
         print(f"vlm_judge.score: error: {exc}", file=sys.stderr)
         return 1
 
     new_file = not output.exists() or output.stat().st_size == 0
     failures: Counter[str] = Counter()
-    with (
-        open(output, "a", newline="", encoding="utf-8") as handle,
-        JudgeClient(
-            args.base_url,
-            args.model,
-            api_key=args.api_key,
-            prompt=args.prompt,
-            top_logprobs=args.top_logprobs,
-            max_concurrency=args.concurrency,
-            timeout=args.timeout,
-            max_retries=args.max_retries,
-            answer_token_ids=token_ids,
-        ) as client,
-    ):
+    with open(output, "a", newline="", encoding="utf-8") as handle, client:
         writer = csv.writer(handle)
         if new_file:
             writer.writerow(COLUMNS)
@@ -209,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             writer.writerow([result.image, p_defect, latency, result.error or ""])
             handle.flush()  # a kill loses only what is in flight
             if result.error:
-                failures[result.error.split(":", 1)[0]] += 1
+                failures[result.error_kind or "Error"] += 1
 
         try:
             client.score_batch(

@@ -354,9 +354,9 @@ def wait_ready(
     """Poll /health, then /v1/models until `served` is listed; raise ServeError if vLLM exits or time runs out."""
     import httpx
 
-    from vlm_judge.client import server_root
+    from vlm_judge.judges import auth_headers, server_root
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     deadline = time.monotonic() + timeout
     root = server_root(url)
     with httpx.Client(timeout=5.0, headers=headers) as http:
@@ -396,7 +396,7 @@ def warm_up(
     import numpy as np
     from PIL import Image
 
-    from vlm_judge.client import server_root
+    from vlm_judge.judges import auth_headers, server_root
     from vlm_judge.protocol import image_only_messages, load_prompt, openai_messages
 
     pixels = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
@@ -415,7 +415,7 @@ def warm_up(
     if mode == "classify":
         body = {"model": served, "messages": image_only_messages(data_url)}
         endpoint = f"{server_root(url)}/classify"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     start = time.perf_counter()
     response = httpx.post(endpoint, json=body, headers=headers, timeout=timeout)
     if response.status_code != 200:

@@ -1,0 +1,129 @@
+"""One judge over a set of pictures, through the per-item results cache (eval.cache): the scorer eval.compare
+and eval.sbs share. The endpoint is probed once (vlm_judge.judges.probe) and the client is built from the judge's
+spec (JudgeClient.from_spec); every result is cached as it lands, with its error text and kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .cache import ResultCache, cache_key
+from .judges import ResolvedJudge
+
+
+def _record(result: Any, image: str, sha: str, judge: ResolvedJudge, judge_hash: str) -> dict[str, Any]:
+    return {
+        "image": image,
+        "image_sha256": sha,
+        "judge": judge.name,
+        "judge_hash": judge_hash,
+        "prompt_version": judge.judge_prompt.version,
+        "p_defect": None if result.p_defect is None else float(result.p_defect),
+        "error": result.error,
+        "error_kind": result.error_kind,
+        "latency_ms": None if result.latency_ms is None else float(result.latency_ms),
+        "defects": list(getattr(result, "defects", ()) or ()),
+        "attempts": int(getattr(result, "attempts", 1) or 1),
+    }
+
+
+def score_judge(
+    judge: ResolvedJudge,
+    images: pd.DataFrame,
+    cache_dir: Path,
+    *,
+    retry_errors: bool = False,
+    progress: bool = True,
+    check: bool = True,
+) -> tuple[pd.DataFrame | None, str | None]:
+    """Scores of one judge for ``images`` (columns image, image_path, sha256), from the cache where present.
+
+    Returns (per-image results, None) or (None, skip reason). Results are appended to the cache as each item
+    finishes, so an interruption loses at most the items in flight."""
+    from tqdm.auto import tqdm
+
+    judge_hash = judge.config_hash()
+    version = judge.judge_prompt.version
+    keys = [cache_key(sha, judge_hash, version) for sha in images["sha256"]]
+    with ResultCache(cache_dir / f"{judge.name}.jsonl") as cache:
+
+        def done(key: str) -> bool:
+            record = cache.get(key)
+            return record is not None and not (retry_errors and record.get("p_defect") is None)
+
+        todo = [i for i, key in enumerate(keys) if not done(key)]
+        cached_before = len(keys) - len(todo)
+        if todo:
+            from vlm_judge.client import JudgeClient
+            from vlm_judge.judges import EndpointError, probe
+
+            try:
+                if check:
+                    probe(judge)
+            except EndpointError as exc:
+                return None, f"skipped: {exc}"
+            try:
+                client = JudgeClient.from_spec(judge)
+            except Exception as exc:  # the client's own argument checks, or the client module missing
+                return None, f"skipped: cannot create the client ({type(exc).__name__}: {exc})"
+            paths = [images["image_path"].iloc[i] for i in todo]
+            names = [images["image"].iloc[i] for i in todo]
+            bar = tqdm(
+                total=len(keys), initial=cached_before, desc=judge.name, unit="img", disable=not progress
+            )
+
+            def on_result(index: int, result: Any) -> None:
+                row = todo[index]
+                cache.append(
+                    keys[row], _record(result, names[index], images["sha256"].iloc[row], judge, judge_hash)
+                )
+                bar.update(1)
+
+            try:
+                client.score_batch(paths, names, on_result=on_result, progress=False)
+            except Exception as exc:
+                # The client returns errors per item; anything escaping it ends this judge, not the run.
+                reason = f"failed mid-run ({type(exc).__name__}: {exc}); finished items are cached, rerun to resume"
+                return None, reason
+            finally:
+                bar.close()
+                close = getattr(client, "close", None)
+                if callable(close):
+                    close()
+        queried = set(todo)
+        rows = []
+        for i, key in enumerate(keys):
+            record = cache.get(key) or {
+                "error": "no result (the client returned none for this item)",
+                "error_kind": "NoResult",
+            }
+            rows.append(
+                {
+                    "image_path": images["image_path"].iloc[i],
+                    "p_defect": record.get("p_defect"),
+                    "error": record.get("error"),
+                    "error_kind": _error_kind(record),
+                    "latency_ms": record.get("latency_ms"),
+                    "attempts": record.get("attempts"),
+                    "defects": "; ".join(record.get("defects") or []),
+                    "cached": i not in queried,
+                }
+            )
+    out = pd.DataFrame(rows)
+    out["p_defect"] = pd.to_numeric(out["p_defect"], errors="coerce")
+    out["latency_ms"] = pd.to_numeric(out["latency_ms"], errors="coerce")
+    return out, None
+
+
+def _error_kind(record: dict[str, Any]) -> str | None:
+    """The failure kind of a cached result (None when it scored). Lines cached before results carried
+    ``error_kind`` have only the "Kind: message" text; their kind is its first clause."""
+    if record.get("error") is None:
+        return None
+    kind = record.get("error_kind")
+    if kind is None:
+        text = str(record["error"])
+        kind = text.split(":")[0][:80] if ":" in text else text[:80]
+    return kind

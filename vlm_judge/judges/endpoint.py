@@ -1,0 +1,121 @@
+"""Talking to a judge's endpoint outside the scoring requests: one probe (is it up, does it take the key, does it
+serve the model), the server's answer-token ids (vLLM's /tokenize) and the one place a Bearer header is written
+for the plain-HTTP calls that do not go through the openai client (vlm_judge.serve's readiness and warm-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlm_judge.judges.spec import JudgeSpec
+from vlm_judge.protocol import JudgePrompt, ProtocolError, answer_token_ids, load_prompt
+
+
+class EndpointError(ConnectionError):
+    """The endpoint does not answer, or rejects the API key."""
+
+
+class ModelNotServedError(EndpointError):
+    """The endpoint answers but does not list the model."""
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def server_root(base_url: str) -> str:
+    """http://host:port/v1 -> http://host:port (where vLLM's /health, /tokenize and /classify live)."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def sync_openai(base_url: str, api_key: str | None, timeout: float) -> Any:
+    """A one-shot openai client without retries (probes tell a dead endpoint from a live one; they do not wait)."""
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
+
+
+def probe(spec: JudgeSpec, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Ask GET {base_url}/models once; return the served models' entries (empty when the endpoint has no usable
+    /models: some gateways do not, and the requests themselves will tell). Raises EndpointError when the endpoint
+    does not answer or rejects the key, ModelNotServedError when it lists models but not `spec.model`."""
+    import openai
+
+    url = str(spec.base_url).rstrip("/")
+    with sync_openai(url, spec.api_key, min(timeout, spec.timeout)) as client:
+        try:
+            answer = client.get("/models", cast_to=object)
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise EndpointError(
+                f"endpoint {url} unreachable: cannot reach it ({type(cause).__name__}: {cause or 'no answer'})"
+            ) from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise EndpointError(f"endpoint {url} rejected the API key (HTTP {exc.status_code})") from None
+        except (openai.APIError, ValueError):
+            return []
+    data = answer.get("data") if isinstance(answer, dict) else None
+    models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+    served = [m.get("id") for m in models]
+    if served and spec.model not in served:
+        raise ModelNotServedError(
+            f"model {spec.model!r} is not served at {url} (served: {', '.join(map(str, served[:5]))})"
+        )
+    return models
+
+
+def fetch_answer_token_id_groups(
+    base_url: str,
+    model: str,
+    *,
+    prompt: str | Path | JudgePrompt | None = None,
+    api_key: str | None = None,
+    timeout: float = 30.0,
+) -> tuple[list[int], list[int]]:
+    """vLLM only: (defect-word ids, clean-word ids) of every single-token answer variant, from the server's
+    tokenizer (protocol.answer_token_ids over its /tokenize)."""
+    import openai
+
+    url = server_root(base_url) + "/tokenize"
+    with sync_openai(base_url, api_key, timeout) as client:
+
+        class RemoteTokenizer:  # just enough of a tokenizer for protocol.answer_token_ids
+            @staticmethod
+            def encode(text: str, add_special_tokens: bool = False) -> list[int]:
+                body = {"model": model, "prompt": text, "add_special_tokens": add_special_tokens}
+                try:
+                    answer = client.post(url, cast_to=object, body=body)
+                except openai.APIStatusError as exc:
+                    raise ProtocolError(
+                        f"{url} answered HTTP {exc.status_code} ({str(exc)[:200]}); "
+                        "exact answer logprobs need a vLLM server"
+                    ) from None
+                except openai.APIConnectionError as exc:
+                    raise EndpointError(f"endpoint {base_url} unreachable: cannot reach it ({exc})") from None
+                try:
+                    return [int(t) for t in answer["tokens"]]
+                except (KeyError, TypeError, ValueError):
+                    raise ProtocolError(
+                        f"{url} did not answer like vLLM's /tokenize: {str(answer)[:200]}"
+                    ) from None
+
+        resolved = prompt if isinstance(prompt, JudgePrompt) else load_prompt(prompt)
+        return answer_token_ids(RemoteTokenizer(), resolved)
+
+
+def fetch_answer_token_ids(
+    base_url: str,
+    model: str,
+    *,
+    prompt: str | Path | JudgePrompt | None = None,
+    api_key: str | None = None,
+    timeout: float = 30.0,
+) -> list[int]:
+    """vLLM only: the ids of every single-token variant of both answer words, from the server's tokenizer.
+
+    `JudgeSpec(exact_answer_logprobs=True)` makes the client ask for them (or pass JudgeClient(answer_token_ids=))."""
+    defect_ids, clean_ids = fetch_answer_token_id_groups(
+        base_url, model, prompt=prompt, api_key=api_key, timeout=timeout
+    )
+    return defect_ids + clean_ids
