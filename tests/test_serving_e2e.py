@@ -114,7 +114,7 @@ def test_launcher_flags_fit_a_native_1024_judge(judge_dir, lora_dir, capsys):
         return command[command.index(name) + 1]
 
     assert command[1:3] == ["-m", "vlm_judge.vllm_entry"]  # vLLM's server with a bounded HTTP shutdown
-    assert flag("--http-shutdown-timeout") == "5" and flag("--shutdown-timeout") == "10"  # drain, not abort
+    assert flag("--http-shutdown-timeout") == "2" and flag("--shutdown-timeout") == "3"  # drain, not abort
     prompt = load_prompt()
     assert json.dumps(prompt.user) in flag("--chat-template")  # the judge prompt for image-only requests
     assert flag("--chat-template-content-format") == "openai"

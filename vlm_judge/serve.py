@@ -25,9 +25,9 @@ exits or a signal comes.
 
 Stopping (SIGTERM as orchestrators send it, or Ctrl-C): the first SIGINT/SIGTERM goes to vLLM's API server. vLLM
 runs as `python -m vlm_judge.vllm_entry` (vLLM's own server, see that module) with two shutdown bounds:
---shutdown-timeout (vLLM's; default here 10 s) makes the engine *drain* - requests already in the engine finish
+--shutdown-timeout (vLLM's; default here 3 s) makes the engine *drain* - requests already in the engine finish
 and get their answer, new ones are refused - instead of vLLM's default 0, which SIGKILLs the engine at once and can
-leave in-flight HTTP requests without an answer; --http-shutdown-timeout (default 5 s) bounds how long the HTTP
+leave in-flight HTTP requests without an answer; --http-shutdown-timeout (default 2 s) bounds how long the HTTP
 server then waits for open connections. A second signal, or no exit within the sum of both plus --kill-after
 seconds, kills vLLM's whole process group. Either way no vLLM process outlives the launcher.
 
@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlm_judge.vllm_entry import DEFAULT_HTTP_SHUTDOWN_TIMEOUT_S
+
 DEFAULT_SERVED_NAME = "defect-judge"
 DEFAULT_PORT = 8000
 ANSWER_MARGIN_TOKENS = 256  # room after the prompt: one token in logprob mode, a short JSON when verbalized
@@ -71,7 +73,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_VLLM_FAILED}  vLLM exited on its own (a crash), or with an error code while stopping
   {EXIT_KILLED}  stopped on request, but vLLM's process group had to be SIGKILLed (it did not exit within
      --shutdown-timeout + --http-shutdown-timeout + --kill-after seconds, or a second signal came)"""
-DEFAULT_SHUTDOWN_TIMEOUT_S = 10  # vLLM's --shutdown-timeout: how long the engine may drain in-flight requests
+DEFAULT_SHUTDOWN_TIMEOUT_S = 3  # vLLM's --shutdown-timeout: how long the engine may drain in-flight requests
 
 
 class ServeError(RuntimeError):
@@ -657,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--http-shutdown-timeout",
         type=int,
-        default=5,
+        default=DEFAULT_HTTP_SHUTDOWN_TIMEOUT_S,
         help="on SIGTERM, seconds vLLM's HTTP server waits for open connections after the engine stopped",
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up request")

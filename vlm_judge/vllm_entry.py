@@ -5,7 +5,7 @@ Why it exists: on SIGTERM, vLLM's API server stops its engine and then lets uvic
 connection to finish, with no time limit (vLLM passes no `timeout_graceful_shutdown`). A request that was still in
 the API server (image preprocessing) when the engine went away, or whose queue lost the engine's last output
 (vLLM cancels its output handler during shutdown), never gets an answer: uvicorn then waits until each client
-gives up on its own timeout, and the server "ignores" `kill PID`. `--http-shutdown-timeout S` (default 5)
+gives up on its own timeout, and the server "ignores" `kill PID`. `--http-shutdown-timeout S` (default 2)
 hands uvicorn that limit through vLLM's own `run_server(args, **uvicorn_kwargs)`; after it, uvicorn cancels
 the stuck request tasks and the server exits. Every other argument is vLLM's, parsed by vLLM's own parser.
 """
@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 
-DEFAULT_HTTP_SHUTDOWN_TIMEOUT_S = 5
+DEFAULT_HTTP_SHUTDOWN_TIMEOUT_S = 2
 
 
 def split_args(argv: list[str]) -> tuple[int, list[str]]:
