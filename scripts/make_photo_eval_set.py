@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -57,6 +56,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from vlm_judge.data.synthetic.writer import prepare_output_folder
 
 # albumentations asks PyPI for a newer version at import time unless told not to (no network here, and a
 # data script should not phone home).
@@ -285,7 +286,7 @@ def build(
     if unknown:
         raise ValueError(f"unknown photo(s) {unknown}; known: {sorted(PHOTOS)}")
     out = Path(output_dir)
-    _prepare_folder(out, overwrite)
+    prepare_output_folder(out, overwrite, generator=GENERATOR)
     (out / "images").mkdir(parents=True)
 
     # Balanced defect types: a cycle of shuffled rounds of all types, dealt to the pairs in random order.
@@ -330,23 +331,6 @@ def build(
     return table
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        meta = out / "meta.json"
-        ours = False
-        if meta.is_file():
-            try:
-                ours = json.loads(meta.read_text()).get("generator") == GENERATOR
-            except (ValueError, OSError):
-                ours = False
-        if not ours and not overwrite:
-            raise FileExistsError(f"{out} is not empty and was not made by {GENERATOR}; pass --overwrite")
-        shutil.rmtree(out / "images", ignore_errors=True)
-        for name in ("labels.csv", "labels.jsonl", "labels.parquet", "meta.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def _write_meta(out: Path, table: pd.DataFrame, **args) -> None:
     import albumentations
     import skimage
@@ -384,14 +368,18 @@ def main(argv: list[str] | None = None) -> int:
         "--overwrite", action="store_true", help="replace a non-empty folder not made by this script"
     )
     args = p.parse_args(argv)
-    table = build(
-        args.output_dir,
-        size=args.size,
-        per_photo=args.per_photo,
-        seed=args.seed,
-        photos=args.photos,
-        overwrite=args.overwrite,
-    )
+    try:
+        table = build(
+            args.output_dir,
+            size=args.size,
+            per_photo=args.per_photo,
+            seed=args.seed,
+            photos=args.photos,
+            overwrite=args.overwrite,
+        )
+    except (FileExistsError, ValueError) as exc:
+        print(f"make_photo_eval_set: {exc}", file=sys.stderr)
+        return 2
     counts = Counter(table.loc[table["label"] == 1, "defect"])
     print(
         f"wrote {len(table)} images ({len(table) // 2} pairs) to {args.output_dir}: "

@@ -75,3 +75,18 @@ def test_photo_eval_set(tmp_path):
         assert (root / name).read_bytes() == (again / name).read_bytes(), name
     other = _build(tmp_path / "c", seed=4)
     assert (root / "labels.csv").read_bytes() != (other / "labels.csv").read_bytes()
+
+
+def test_a_foreign_folder_is_refused_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "notes.txt").write_text("someone else's")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_photo_eval_set.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--output_dir", str(tmp_path), "--per_photo", "1", "--size", "96"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "is not empty and was not made by scripts/make_photo_eval_set.py" in result.stderr
+    assert "Traceback" not in result.stderr and (tmp_path / "notes.txt").exists()

@@ -56,7 +56,7 @@ def generate_synthetic_dataset(
     """
     config = SyntheticConfig(**{**asdict(config or SyntheticConfig()), **overrides})
     out = Path(output_dir)
-    _prepare_folder(out, overwrite)
+    prepare_output_folder(out, overwrite)
     images = out / "images"
     images.mkdir(parents=True)
 
@@ -100,17 +100,22 @@ def generate_synthetic_dataset(
     return table
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> None:
+def prepare_output_folder(out: Path, overwrite: bool, generator: str = GENERATOR) -> None:
+    """Make ``out`` ready for a generated dataset: an empty or missing folder, or one whose meta.json names
+    ``generator`` (its images/, label tables, meta.json and README.md are removed); any other non-empty folder is
+    refused unless ``overwrite``."""
     if out.exists() and any(out.iterdir()):
         meta = out / "meta.json"
         ours = False
         if meta.is_file():
             try:
-                ours = json.loads(meta.read_text()).get("generator") == GENERATOR
+                ours = json.loads(meta.read_text()).get("generator") == generator
             except (ValueError, OSError):
                 ours = False
         if not ours and not overwrite:
-            raise FileExistsError(f"{out} is not empty and was not made by {GENERATOR}; pass overwrite=True")
+            raise FileExistsError(
+                f"{out} is not empty and was not made by {generator}; pass overwrite=True (--overwrite)"
+            )
         shutil.rmtree(out / "images", ignore_errors=True)
         for name in ("labels.csv", "labels.jsonl", "labels.parquet", "meta.json", "README.md"):
             (out / name).unlink(missing_ok=True)
