@@ -24,6 +24,8 @@ ap.add_argument("--gain", type=float, default=0.0)
 ap.add_argument("--save", default=None)
 ap.add_argument("--spec", default="{}")
 ap.add_argument("--batch", type=int, default=16)
+ap.add_argument("--whiten", type=int, default=0, help="whitened patch-embedding init from N clean scenes")
+ap.add_argument("--whiten-eps", type=float, default=1e-2)
 a = ap.parse_args()
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -39,6 +41,10 @@ if a.gain:
                 mod.weight.normal_(0, a.gain / mod.weight[0].numel() ** 0.5)
                 if mod.bias is not None:
                     mod.bias.zero_()
+if a.whiten:
+    from render_whiten import whitened_patch_embedding
+
+    whitened_patch_embedding(model, proc, a.whiten, a.whiten_eps)
 H = model.config.text_config.hidden_size
 head = torch.nn.Linear(H, len(CLASSES))
 opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=a.lr)

@@ -43,6 +43,8 @@ ap.add_argument("--twins", type=int, default=1)
 ap.add_argument("--eval-every", type=int, default=250)
 ap.add_argument("--model", default=None)
 ap.add_argument("--save", default=None)
+ap.add_argument("--whiten", type=int, default=0, help="init the patch embedding from the whitened patch statistics of N clean scenes")
+ap.add_argument("--whiten-eps", type=float, default=1e-2)
 a = ap.parse_args()
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -60,6 +62,10 @@ if a.gain and (not a.model):
                     mod.weight.normal_(0, a.gain / mod.weight[0].numel() ** 0.5)
                     if mod.bias is not None:
                         mod.bias.zero_()
+if a.whiten:
+    from render_whiten import whitened_patch_embedding
+
+    whitened_patch_embedding(model, proc, a.whiten, a.whiten_eps)
 vt = pd.read_csv(Path(a.val_data) / "labels.csv")
 va = vt[vt.split == "validation"].reset_index(drop=True)
 vax, grid, ids, mask, mm = encode(proc, prompt, [str(Path(a.val_data) / p) for p in va.image])
