@@ -44,8 +44,8 @@ def defect_types_of(splits: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class JudgeMetrics:
-    """compute_metrics of a JudgeSFTTrainer: EvalPrediction(predictions=JudgeSFTTrainer.answer_scores rows, label_ids=EVAL_TRUTH
-    arrays) -> judge_metrics of the split, plus answer_loss and answer_mass."""
+    """compute_metrics of a JudgeSFTTrainer: EvalPrediction(predictions = answer_scores rows, label_ids = the
+    EVAL_TRUTH arrays) -> judge_metrics of the split, plus answer_loss and answer_mass."""
 
     defect_types: tuple[str, ...] = ()
 
