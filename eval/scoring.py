@@ -1,6 +1,7 @@
 """One judge over a set of pictures, through the per-item results cache (eval.cache): the scorer eval.compare
-and eval.sbs share. The endpoint is probed once (vlm_judge.judges.probe) and the client is built from the judge's
-spec (JudgeClient.from_spec); every result is cached as it lands, with its error text and kind."""
+and eval.sbs share. The endpoint is probed once (vlm_judge.judges.probe) and the judge is built from its spec
+(vlm_judge.judges.make_judge: the OpenAI-compatible client, or the in-process LocalJudge for `base_url: local`);
+every result is cached as it lands, with its error text and kind."""
 
 from __future__ import annotations
 
@@ -56,8 +57,7 @@ def score_judge(
         todo = [i for i, key in enumerate(keys) if not done(key)]
         cached_before = len(keys) - len(todo)
         if todo:
-            from vlm_judge.client import JudgeClient
-            from vlm_judge.judges import EndpointError, probe
+            from vlm_judge.judges import EndpointError, make_judge, probe
 
             try:
                 if check:
@@ -65,8 +65,8 @@ def score_judge(
             except EndpointError as exc:
                 return None, f"skipped: {exc}"
             try:
-                client = JudgeClient.from_spec(judge)
-            except Exception as exc:  # the client's own argument checks, or the client module missing
+                client = make_judge(judge)
+            except Exception as exc:  # the client's own argument checks, a model that does not load
                 return None, f"skipped: cannot create the client ({type(exc).__name__}: {exc})"
             paths = [images["image_path"].iloc[i] for i in todo]
             names = [images["image"].iloc[i] for i in todo]

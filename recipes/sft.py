@@ -8,10 +8,13 @@ The recipe YAML sets fields of three dataclasses: JudgeScriptArguments (data, pi
 label mode, judge eval, MLflow), TRL's SFTConfig (optimisation, eval/save schedule) and TRL's ModelConfig
 (model path, dtype, LoRA/QLoRA). Command-line flags override it.
 
+Metric names: eval_* is always the validation split (each evaluation during training; `metric_for_best_model:
+roc_auc` reads eval_roc_auc), test_* the test split, evaluated once at the end by the final (best) model.
+
 Writes to output_dir: the model (full weights, or the LoRA adapter) with the processor and its pixel bounds,
-eval_results.json (eval_roc_auc, eval_accuracy, eval_brier, per-defect AUC on the test split, prompts unseen in
-training), judge_training.json (recipe, data fingerprint, prompt version, base model, pixel bounds, metrics) for
-scripts/merge_lora.py, and an MLflow run (./mlruns by default).
+test_results.json (test_roc_auc, test_accuracy, test_brier, test_roc_auc_<type> on the test split, prompts unseen
+in training; best_eval_roc_auc), judge_training.json (recipe, data fingerprint, prompt version, base model, pixel
+bounds, metrics, the validation history) for scripts/merge_lora.py, and an MLflow run (./mlruns by default).
 """
 
 from __future__ import annotations
@@ -30,15 +33,15 @@ from vlm_judge.modeling import load_processor, pixel_bounds
 from vlm_judge.protocol import load_prompt
 from vlm_judge.training import (
     JudgeDataCollator,
-    JudgeEvalCallback,
     JudgeScriptArguments,
     JudgeSFTTrainer,
     build_model,
     check_max_length,
+    defect_types_of,
+    eval_history,
     find_label_table_or_none,
     mlflow_run,
     prepare_split,
-    score_split,
     tiny_model_dir,
     training_metadata,
 )
@@ -82,6 +85,8 @@ def main(
 
     # The judge collator builds the chat and the answer-only labels itself, from columns TRL would drop.
     training_args.remove_unused_columns = False
+    if script_args.judge_eval_batch_size is not None:
+        training_args.per_device_eval_batch_size = script_args.judge_eval_batch_size
     training_args.assistant_only_loss = False
     model, peft_config = build_model(model_args, script_args)
     if script_args.synthetic_stream is not None:
@@ -108,10 +113,13 @@ def main(
     ) as run:
         if run.enabled and "mlflow" not in training_args.report_to:
             training_args.report_to = [*training_args.report_to, "mlflow"]
-        trainer = JudgeSFTTrainer(
+        collator = JudgeDataCollator(
+            processor=processor, prompt=prompt, label_mode=script_args.label_mode, defect_types=defect_types_of(data)
+        )
+        trainer = JudgeSFTTrainer(  # its compute_metrics reports the judge's metrics on every evaluation
             model=model,
             args=training_args,
-            data_collator=JudgeDataCollator(processor=processor, prompt=prompt, label_mode=script_args.label_mode),
+            data_collator=collator,
             train_dataset=train_dataset,
             eval_dataset=prepare_split(eval_split) if training_args.eval_strategy != "no" else None,
             processing_class=processor,
@@ -119,8 +127,6 @@ def main(
             judge_prompt=prompt,
             group_by="prompt_id" if script_args.group_batches_by_prompt else None,
         )
-        callback = JudgeEvalCallback(eval_split, prompt=prompt, batch_size=script_args.judge_eval_batch_size)
-        callback.attach(trainer)
         fingerprint = dataset_fingerprint(script_args.dataset_dir)
         run.log_params(
             {
@@ -140,29 +146,27 @@ def main(
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_metrics("train", train_result.metrics)
 
-        # Final numbers: the (best, when load_best_model_at_end) model on the test split -> eval_results.json.
-        test = score_split(
-            trainer.model, processor, data[script_args.judge_test_split], prompt=prompt,
-            batch_size=script_args.judge_eval_batch_size,
-        )
-        metrics = {f"eval_{k}": v for k, v in test.items()}
-        metrics["eval_split"] = script_args.judge_test_split
+        # Final numbers: the (best, when load_best_model_at_end) model on the test split, test_* keys.
+        test_split = script_args.judge_test_split
+        metrics = trainer.evaluate(prepare_split(data[test_split]), metric_key_prefix="test")
+        metrics["test_split"] = test_split
         if trainer.state.best_metric is not None:
-            metrics["eval_best_validation_roc_auc"] = trainer.state.best_metric
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
+            best = training_args.metric_for_best_model.removeprefix("eval_")
+            metrics[f"best_eval_{best}"] = trainer.state.best_metric  # the validation value that chose the model
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
         trainer.save_model(training_args.output_dir)  # weights or adapter + processor with its pixel bounds
         if trainer.is_world_process_zero():
             meta = training_metadata(
                 recipe=recipe, script_args=script_args, training_args=training_args, model_args=model_args,
                 processor=processor, prompt=prompt, data=data, fingerprint=fingerprint, metrics=metrics,
-                adapter=peft_config is not None, history=callback.history, train_metrics=train_result.metrics,
+                adapter=peft_config is not None, history=eval_history(trainer.state.log_history),
+                train_metrics=train_result.metrics,
             )
             meta_path = write_json(Path(training_args.output_dir) / TRAINING_FILE, meta)
-            run.log_metrics({f"test_{k[5:]}": v for k, v in metrics.items() if isinstance(v, float)})
-            run.log_artifact(meta_path)
-            run.log_artifact(Path(training_args.output_dir) / "eval_results.json")
-    trainer.accelerator.print(f"saved to {training_args.output_dir}: eval_roc_auc={metrics['eval_roc_auc']:.4f}")
+            run.log_artifact(meta_path)  # the test_* metrics reached MLflow through Trainer's log
+            run.log_artifact(Path(training_args.output_dir) / "test_results.json")
+    trainer.accelerator.print(f"saved to {training_args.output_dir}: test_roc_auc={metrics['test_roc_auc']:.4f}")
     trainer.end()  # finish trackers, destroy the process group
     return metrics
 

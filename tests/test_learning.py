@@ -1,7 +1,7 @@
 """Proof that the whole training stack learns image-conditioned answers, and that what it learns generalises.
 
-recipes/sft.py end to end (collation, answer-only labels, the judge loss, the eval callback reading p_defect
-through the shared protocol), twice:
+recipes/sft.py end to end (collation, answer-only labels, the judge loss, the evaluation reading p_defect through
+the shared protocol), twice:
 
 - memorisation: 32 balanced training images, 16 scenes each once clean and once with a defect, rendered at the
   training resolution (112 px, no resize). Both images of a pair share the scene, so the only way to tell them
@@ -31,7 +31,7 @@ COMMON = {
     "dtype": "float32",
     "min_image_side": 64,
     "train_vision_tower": True,
-    "judge_eval_batch_size": 32,
+    "per_device_eval_batch_size": 32,
     "mlflow_tracking_uri": "",
     "max_length": None,
     "bf16": False,
@@ -99,9 +99,9 @@ def test_tiny_judge_learns_image_conditioned_answers(tiny_model_dir, tmp_path):
         eval_strategy="steps",
         eval_steps=50,
     )
-    print(f"proof: train ROC-AUC {metrics['eval_roc_auc']:.3f} after 200 steps in {elapsed:.0f} s")
-    assert metrics["eval_roc_auc"] >= 0.95
-    assert metrics["eval_accuracy"] >= 0.9  # p_defect on the right side of 0.5, not only ranked
+    print(f"proof: train ROC-AUC {metrics['test_roc_auc']:.3f} after 200 steps in {elapsed:.0f} s")
+    assert metrics["test_roc_auc"] >= 0.95
+    assert metrics["test_accuracy"] >= 0.9  # p_defect on the right side of 0.5, not only ranked
 
 
 @pytest.mark.slow
@@ -124,6 +124,6 @@ def test_tiny_judge_generalises_to_unseen_prompts(tmp_path):
         max_steps=STREAM_STEPS,
         eval_strategy="no",
     )
-    print(f"generalisation: held-out ROC-AUC {metrics['eval_roc_auc']:.3f} after {STREAM_STEPS} steps in {elapsed:.0f} s")
-    assert metrics["eval_split"] == "test" and metrics["eval_n"] >= 40  # prompts the stream never drew
-    assert metrics["eval_roc_auc"] >= 0.8
+    print(f"generalisation: held-out ROC-AUC {metrics['test_roc_auc']:.3f} after {STREAM_STEPS} steps in {elapsed:.0f} s")
+    assert metrics["test_split"] == "test" and metrics["test_n"] >= 40  # prompts the stream never drew
+    assert metrics["test_roc_auc"] >= 0.8

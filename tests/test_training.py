@@ -77,7 +77,13 @@ def _sft_config(tmp_path, **overrides):
 def _trainer(tiny_model_dir, processor, judge_data, tmp_path, *, model_args=None, script_args=None, **config):
     from trl import ModelConfig
 
-    from vlm_judge.training import JudgeDataCollator, JudgeSFTTrainer, build_model, prepare_split
+    from vlm_judge.training import (
+        JudgeDataCollator,
+        JudgeSFTTrainer,
+        build_model,
+        defect_types_of,
+        prepare_split,
+    )
 
     script_args = script_args or _script_args()
     model_args = model_args or ModelConfig(model_name_or_path=str(tiny_model_dir), dtype="float32")
@@ -85,7 +91,9 @@ def _trainer(tiny_model_dir, processor, judge_data, tmp_path, *, model_args=None
     return JudgeSFTTrainer(
         model=model,
         args=_sft_config(tmp_path, **config),
-        data_collator=JudgeDataCollator(processor=processor, label_mode=script_args.label_mode),
+        data_collator=JudgeDataCollator(
+            processor=processor, label_mode=script_args.label_mode, defect_types=defect_types_of(judge_data)
+        ),
         train_dataset=prepare_split(judge_data["train"]),
         processing_class=processor,
         peft_config=peft_config,
@@ -152,7 +160,7 @@ def test_soft_label_loss_equals_hand_computation(tiny_model_dir, processor, judg
     model = trainer.model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
-        full = {k: v for k, v in batch.items() if k not in ("labels", "judge_targets")}
+        full = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("judge_")}
         logits = model(**full).logits.double()
 
     defect_ids, clean_ids = answer_token_ids(processor.tokenizer, load_prompt())
@@ -181,6 +189,31 @@ def test_hard_label_loss_is_plain_sft_nll(tiny_model_dir, processor, judge_data,
     pair, neg_mass, _ = answer_loss_terms(logits, targets, [7], [9])
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor([7, 9, 7, 9]), reduction="none")
     assert torch.allclose(pair + neg_mass, nll)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def test_evaluation_reports_the_reference_scorers_metrics(tiny_model_dir, processor, judge_data, tmp_path):
+    # Trainer's eval loop scores each row once (the loss's forward pass); its metrics are those of the reference
+    # scorer (modeling.score_images, the protocol's rule) and vlm_judge.metrics on the same model.
+    from vlm_judge.metrics import judge_metrics
+    from vlm_judge.modeling import score_images
+    from vlm_judge.training import prepare_split
+
+    split = judge_data["train"]
+    trainer = _trainer(tiny_model_dir, processor, judge_data, tmp_path, per_device_eval_batch_size=8)
+    trainer.train()
+    metrics = trainer.evaluate(prepare_split(split), metric_key_prefix="test")
+    assert all(key.startswith("test_") for key in metrics if key != "epoch")
+
+    scores = score_images(trainer.model, processor, list(split["image_path"]), batch_size=8)
+    reference = judge_metrics(split["label"], scores, defects=split["defect"], soft_labels=split["soft_label"])
+    got = {k.removeprefix("test_"): v for k, v in metrics.items() if k.removeprefix("test_") in reference}
+    assert got.keys() == reference.keys() and sum(k.startswith("roc_auc_") for k in got) >= 2
+    assert got == pytest.approx(reference, abs=1e-6)
+    assert got["roc_auc"] == reference["roc_auc"] and got["n"] == len(split)
+    assert 0.0 < metrics["test_answer_mass"] <= 1.0 and metrics["test_answer_loss"] > 0
 
 
 # ------------------------------------------------------------------------------------------------ updates
@@ -278,7 +311,7 @@ def _load_sft_module():
     return module
 
 
-def test_sft_script_writes_eval_results_metadata_and_mlflow(tiny_model_dir, synthetic_dir, tmp_path):
+def test_sft_script_writes_test_results_metadata_and_mlflow(tiny_model_dir, synthetic_dir, tmp_path):
     import yaml
     from trl import ModelConfig, SFTConfig, TrlParser
 
@@ -322,17 +355,18 @@ def test_sft_script_writes_eval_results_metadata_and_mlflow(tiny_model_dir, synt
     metrics = sft.main(*args, recipe=str(recipe))
 
     out = tmp_path / "run"
-    results = json.loads((out / "eval_results.json").read_text())
-    assert 0.0 <= results["eval_roc_auc"] <= 1.0 and results["eval_roc_auc"] == metrics["eval_roc_auc"]
-    assert {"eval_accuracy", "eval_brier", "eval_n", "eval_best_validation_roc_auc"} <= set(results)
-    assert results["eval_split"] == "test"
+    results = json.loads((out / "test_results.json").read_text())
+    assert 0.0 <= results["test_roc_auc"] <= 1.0 and results["test_roc_auc"] == metrics["test_roc_auc"]
+    assert {"test_accuracy", "test_brier", "test_n", "best_eval_roc_auc"} <= set(results)
+    assert results["test_split"] == "test"
+    assert not any(key.startswith("eval_") for key in results)  # eval_* is the validation split only
 
     meta = json.loads((out / "judge_training.json").read_text())
     assert meta["pixel_bounds"] == BOUNDS
     assert meta["prompt"]["version"] == load_prompt().version
     assert len(meta["dataset"]["fingerprint"]) == 64
     assert meta["recipe"]["path"] == str(recipe) and "roc_auc" in meta["recipe"]["text"]
-    assert meta["metrics"]["eval_roc_auc"] == results["eval_roc_auc"]
+    assert meta["metrics"]["test_roc_auc"] == results["test_roc_auc"]
     assert [h["step"] for h in meta["eval_history"]] == [2, 4]
 
     # The saved processor carries the training pixel bounds.

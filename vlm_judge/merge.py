@@ -39,6 +39,7 @@ _SKIP_NAMES = {
     "all_results.json",
     "train_results.json",
     "eval_results.json",
+    "test_results.json",
     "README.md",
     TRAINING_FILE,
 }

@@ -1,4 +1,4 @@
-"""Pointwise metrics of a defect judge, shared by training (the eval callback) and the eval harness.
+"""Pointwise metrics of a defect judge, shared by training (its compute_metrics) and the eval harness.
 
 Conventions (eval's report repeats them):
 
@@ -242,9 +242,9 @@ def judge_metrics(
     defects: Sequence[str] | None = None,
     soft_labels: Sequence[float] | None = None,
 ) -> dict[str, float]:
-    """The headline numbers of one scored split, flat (training logs them as eval_<key>): roc_auc, accuracy
-    (at 0.5), brier, mean_p_defect, n; rmse_soft against the vote shares when given; roc_auc_<type> per defect
-    type (per_defect_roc_auc) when defect types are given."""
+    """The headline numbers of one scored split, flat (training logs them as eval_<key> on validation and
+    test_<key> on test): roc_auc, accuracy (at 0.5), brier, mean_p_defect, n; rmse_soft against the vote shares
+    when given; roc_auc_<type> per defect type (per_defect_roc_auc) when defect types are given."""
     y, p = as_arrays(labels, scores)
     out = {
         "roc_auc": roc_auc(y, p),

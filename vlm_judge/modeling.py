@@ -126,7 +126,7 @@ def score_images(
     prompt: JudgePrompt | None = None,
     batch_size: int = 4,
 ) -> list[float]:
-    """p_defect of each image with a HF model (the reference scorer: eval callback, tests, HF baseline)."""
+    """p_defect of each image with a HF model (the reference scorer: tests, the in-process judge, HF baseline)."""
     prompt = prompt or load_prompt()
     defect_ids, clean_ids = answer_token_ids(processor.tokenizer, prompt)
     model_was_training = model.training

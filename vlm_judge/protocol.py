@@ -1,7 +1,7 @@
 """The judge protocol, written once: the prompt, the chat messages (HF and OpenAI shapes) and the rule that turns
 the first answer token's distribution into p_defect = P(Yes) / (P(Yes) + P(No)).
 
-Training (labels and the eval callback), the client, the baselines and eval all import this module.
+Training (labels and the evaluation's p_defect), the client, the baselines and eval all import this module.
 """
 
 from __future__ import annotations

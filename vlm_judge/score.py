@@ -108,9 +108,13 @@ def load_done(output: Path) -> set[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vlm_judge.score", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--base-url", required=True, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+        "--base-url",
+        required=True,
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; 'local' scores --model in this process",
     )
-    parser.add_argument("--model", required=True, help="served model name, e.g. defect-judge")
+    parser.add_argument(
+        "--model", required=True, help="served model name, e.g. defect-judge (a checkpoint folder with 'local')"
+    )
     parser.add_argument("--input", required=True, help="folder of images, or a CSV with an image column")
     parser.add_argument("--output", required=True, help="predictions CSV (appended to; rerun to resume)")
     parser.add_argument(
@@ -156,8 +160,8 @@ def judge_spec(args: argparse.Namespace) -> JudgeSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlm_judge.client import JudgeClient, JudgeResult
-    from vlm_judge.judges import EndpointError, ModelNotServedError, probe
+    from vlm_judge.client import JudgeResult
+    from vlm_judge.judges import EndpointError, ModelNotServedError, make_judge, probe
     from vlm_judge.protocol import ProtocolError
 
     spec = judge_spec(args)
@@ -175,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     # Fail fast, with the reason, on an unreachable server or an unknown model (instead of N identical errors).
     try:
         probe(spec, timeout=min(args.timeout, 30.0))
-        client = JudgeClient.from_spec(spec)
+        client = make_judge(spec)
     except ModelNotServedError as exc:
         raise ScoreError(str(exc)) from None
     except (EndpointError, ProtocolError) as exc:

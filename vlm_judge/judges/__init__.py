@@ -1,6 +1,8 @@
-"""How a judge is described and reached: `JudgeSpec` (the baselines/*.yaml schema and the client's settings) and
-`probe(spec)`. The client that scores with a spec is vlm_judge.client (`JudgeClient.from_spec(spec)`)."""
+"""How a judge is described and reached: `JudgeSpec` (the baselines/*.yaml schema and the client's settings),
+`probe(spec)` and `make_judge(spec)`, the backend that scores with a spec: the OpenAI-compatible client
+(vlm_judge.client.JudgeClient) or, for `base_url: local`, the in-process LocalJudge."""
 
+from vlm_judge.judges.backends import Judge, LocalJudge, make_judge
 from vlm_judge.judges.endpoint import (
     EndpointError,
     ModelNotServedError,
@@ -10,17 +12,21 @@ from vlm_judge.judges.endpoint import (
     probe,
     server_root,
 )
-from vlm_judge.judges.spec import JudgeSpec, JudgeSpecError, JudgeUnavailable
+from vlm_judge.judges.spec import LOCAL, JudgeSpec, JudgeSpecError, JudgeUnavailable
 
 __all__ = [
+    "LOCAL",
     "EndpointError",
+    "Judge",
     "JudgeSpec",
     "JudgeSpecError",
     "JudgeUnavailable",
+    "LocalJudge",
     "ModelNotServedError",
     "auth_headers",
     "fetch_answer_token_id_groups",
     "fetch_answer_token_ids",
+    "make_judge",
     "probe",
     "server_root",
 ]

@@ -39,8 +39,15 @@ def sync_openai(base_url: str, api_key: str | None, timeout: float) -> Any:
 def probe(spec: JudgeSpec, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Ask GET {base_url}/models once; return the served models' entries (empty when the endpoint has no usable
     /models: some gateways do not, and the requests themselves will tell). Raises EndpointError when the endpoint
-    does not answer or rejects the key, ModelNotServedError when it lists models but not `spec.model`."""
+    does not answer or rejects the key, ModelNotServedError when it lists models but not `spec.model`.
+    A local judge (base_url "local") is probed by its folder: [{"id": model, "root": folder}], or EndpointError."""
     import openai
+
+    if spec.is_local:
+        folder = Path(str(spec.model))
+        if not (folder / "config.json").is_file():
+            raise EndpointError(f"local judge: {folder} is not a model folder (no config.json)")
+        return [{"id": spec.model, "root": str(folder.resolve())}]
 
     url = str(spec.base_url).rstrip("/")
     with sync_openai(url, spec.api_key, min(timeout, spec.timeout)) as client:

@@ -6,6 +6,9 @@ Every field below is a YAML key, except `api_key` and `source` (a key belongs in
 `api_key_env`; `source` is the file a spec was read from). The YAML keys, their types and the "unknown field"
 error all come from `dataclasses.fields(JudgeSpec)`: a new setting is one new field.
 
+`base_url: local` makes an in-process judge instead (vlm_judge.judges.backends.LocalJudge): `model` is then a
+checkpoint folder, scored with HF transformers `max_concurrency` images per forward pass, no server needed.
+
 The `*_env` fields name environment variables that override their field when set (`resolve()`): a config can
 carry a default endpoint and still be pointed elsewhere, and a judge whose endpoint or key is unset is skipped
 with the reason (`JudgeUnavailable`), not failed.
@@ -29,6 +32,7 @@ from vlm_judge.protocol import DEFAULT_PROMPT_FILE, JudgePrompt, ProtocolError, 
 
 PROJECT_ROOT = DEFAULT_PROMPT_FILE.parent.parent
 ENDPOINTS = ("chat", "classify")
+LOCAL = "local"  # the base_url of an in-process judge (model = a checkpoint folder)
 NOT_IN_YAML = {"yaml": False}  # field metadata: a setting a config file may not carry
 
 
@@ -47,8 +51,8 @@ class JudgeUnavailable(Exception):
 @dataclass(frozen=True)
 class JudgeSpec:
     # -- where the judge is
-    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1
-    model: str | None = None  # served model name
+    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1, or "local"
+    model: str | None = None  # served model name; with base_url "local", a checkpoint folder
     api_key: str | None = field(default=None, repr=False, metadata=NOT_IN_YAML)
     # -- how it is asked
     prompt: str | Path | JudgePrompt | None = None  # prompt file; its `mode` picks logprobs or verbalized
@@ -57,7 +61,7 @@ class JudgeSpec:
     exact_answer_logprobs: bool = False  # vLLM only: the logprob of every Yes/No token variant, not the top k
     extra_body: dict = field(default_factory=dict)  # merged into every request body
     # -- how the client sends
-    max_concurrency: int = 8
+    max_concurrency: int = 8  # requests in flight; a local judge's images per forward pass
     timeout: float = 30.0  # seconds per HTTP request
     max_retries: int = 3  # the openai SDK's retries: connection errors, timeouts, 408/409/429, 5xx
     # -- the harness: identity, cache key, environment indirection
@@ -92,6 +96,11 @@ class JudgeSpec:
         except ProtocolError as exc:
             raise JudgeSpecError(str(exc)) from None
         object.__setattr__(self, "_judge_prompt", prompt)
+        if self.is_local and (prompt.mode != "logprobs" or self.endpoint != "chat"):
+            raise JudgeSpecError(
+                "base_url 'local' (an in-process judge) reads the answer token's logits: it needs a logprobs-mode "
+                "prompt and endpoint 'chat'"
+            )
         if prompt.mode != "logprobs":
             if self.exact_answer_logprobs:
                 raise JudgeSpecError("'exact_answer_logprobs' needs a logprobs-mode prompt")
@@ -175,6 +184,11 @@ class JudgeSpec:
     # ------------------------------------------------------------------------------------------ derived
 
     @property
+    def is_local(self) -> bool:
+        """An in-process judge (base_url "local"): `model` is a checkpoint folder."""
+        return self.base_url == LOCAL
+
+    @property
     def judge_prompt(self) -> JudgePrompt:
         return self._judge_prompt  # type: ignore[attr-defined]  (set in __post_init__)
 
@@ -206,6 +220,11 @@ class JudgeSpec:
         }
         if self.endpoint != "chat":  # only when set, so hashes (cache keys) of chat judges stay as they were
             payload["endpoint"] = self.endpoint
+        if self.is_local:  # a checkpoint folder can be retrained in place: its weight files are part of the judge
+            payload["weights"] = [
+                [f.name, f.stat().st_size, f.stat().st_mtime_ns]
+                for f in sorted(Path(str(self.model)).glob("*.safetensors"))
+            ]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:

@@ -1,8 +1,7 @@
-"""Training of the defect judge (recipes/sft.py): collation, the answer loss, the eval callback, model setup,
-MLflow tracking and the run's metadata."""
+"""Training of the defect judge (recipes/sft.py): collation, the answer loss, the evaluation's metrics (Trainer's
+compute_metrics), model setup, MLflow tracking and the run's metadata."""
 
 from .args import JudgeScriptArguments
-from .callbacks import JudgeEvalCallback, score_split
 from .collate import (
     JudgeDataCollator,
     check_max_length,
@@ -11,6 +10,7 @@ from .collate import (
     prepare_split,
     training_chat_template,
 )
+from .evaluation import EVAL_TRUTH, JudgeMetrics, defect_types_of, eval_history
 from .metadata import TRAINING_FILE, read_training_metadata, training_metadata
 from .model_setup import build_model, lora_target_regex, peft_config_for, set_trainable_parts, tiny_model_dir
 from .tracking import mlflow_run
@@ -19,12 +19,15 @@ from .trainer import JudgeSFTTrainer, answer_loss_terms
 __all__ = [
     "TRAINING_FILE",
     "JudgeDataCollator",
-    "JudgeEvalCallback",
+    "EVAL_TRUTH",
     "JudgeSFTTrainer",
+    "JudgeMetrics",
     "JudgeScriptArguments",
     "answer_loss_terms",
     "build_model",
     "check_max_length",
+    "defect_types_of",
+    "eval_history",
     "find_label_table_or_none",
     "lora_target_regex",
     "max_sequence_length",
@@ -32,7 +35,6 @@ __all__ = [
     "peft_config_for",
     "prepare_split",
     "read_training_metadata",
-    "score_split",
     "set_trainable_parts",
     "tiny_model_dir",
     "training_chat_template",

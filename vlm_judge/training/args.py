@@ -111,15 +111,20 @@ class JudgeScriptArguments:
             "versions of one scene in the same batch make the defect, not the scene, the signal."
         },
     )
-    # ---- judge evaluation (the callback)
-    judge_eval_split: str = field(default="validation", metadata={"help": "Split scored during training."})
+    # ---- judge evaluation (Trainer's eval loop with the judge's compute_metrics)
+    judge_eval_split: str = field(
+        default="validation", metadata={"help": "Split evaluated during training (eval_* metrics)."}
+    )
     judge_test_split: str = field(
-        default="test", metadata={"help": "Split scored at the end -> eval_results.json."}
+        default="test", metadata={"help": "Split evaluated at the end (test_* metrics) -> test_results.json."}
     )
     judge_eval_max_samples: int | None = field(
         default=None, metadata={"help": "Cap on images scored per eval."}
     )
-    judge_eval_batch_size: int = field(default=8, metadata={"help": "Batch size of the p_defect scorer."})
+    judge_eval_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Older spelling of per_device_eval_batch_size; when set, it sets that field."},
+    )
     # ---- tracking
     mlflow_tracking_uri: str = field(
         default="./mlruns", metadata={"help": "MLflow tracking URI ('' disables)."}

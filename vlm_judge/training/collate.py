@@ -4,7 +4,9 @@ A row of vlm_judge.data.load_judge_dataset (image, label, soft_label, ...) becom
 (system, user = image + question, assistant = "Yes"/"No") rendered by the processor; TRL's vision collator does
 the rendering, image processing and the assistant-only label mask ({% generation %} template). The labelled
 tokens are the answer word, <|im_end|> and the newline after it: never a prompt or image token. The collator adds
-`judge_targets` (the p_defect target per row: hard 0/1 or the vote ratio) for JudgeSFTTrainer's loss.
+`judge_targets` (the p_defect target per row: hard 0/1 or the vote ratio) for JudgeSFTTrainer's loss, and the
+row's truth for evaluation's metrics (training/evaluation.py): `judge_labels`, `judge_soft_labels` and
+`judge_defects` (the defect type's index in `defect_types`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from vlm_judge.images import load_image
 from vlm_judge.modeling import PATCH_FACTOR, pixel_bounds
 from vlm_judge.protocol import JudgePrompt, hf_messages, load_prompt
 
+from .evaluation import UNTYPED
+
 # Columns the trainer keeps (remove_unused_columns=False, so nothing else may reach the collator); prompt_id and
 # defect feed the samplers, the collator ignores them.
 TRAIN_COLUMNS = ("image", "label", "soft_label", "prompt_id", "defect")
@@ -27,7 +31,7 @@ TRAIN_COLUMNS = ("image", "label", "soft_label", "prompt_id", "defect")
 
 def prepare_split(dataset: Any, max_samples: int | None = None) -> Any:
     """Only the training columns, with images left encoded: the collator decodes them through load_image, the
-    same loader the eval callback and the serving client use."""
+    same loader the reference scorer (modeling.score_images) and the serving client use."""
     from datasets import Image
 
     if max_samples is not None:
@@ -81,10 +85,15 @@ def check_max_length(max_length: int | None, processor: Any, prompt: JudgePrompt
 
 @dataclass
 class JudgeDataCollator(DataCollatorForVisionLanguageModeling):
-    """TRL's VLM collator on judge rows: messages from the protocol, answer-only labels, judge_targets."""
+    """TRL's VLM collator on judge rows: messages from the protocol, answer-only labels, judge_targets and the
+    evaluation truth.
+
+    defect_types: the types evaluation reports a ROC-AUC for (recipes/sft.py passes every type of the dataset's
+    splits); a row of another type (e.g. a type only the training stream renders) is UNTYPED."""
 
     prompt: JudgePrompt = field(default_factory=load_prompt)
     label_mode: str = "hard"
+    defect_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.assistant_only_loss = True
@@ -93,10 +102,12 @@ class JudgeDataCollator(DataCollatorForVisionLanguageModeling):
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         rows = []
-        targets = []
+        labels, soft_labels = [], []
+        type_index = {name: i for i, name in enumerate(self.defect_types)}
         for example in examples:
             label = int(example["label"])
-            target = float(example["soft_label"]) if self.label_mode == "soft" else float(label)
+            labels.append(label)
+            soft_labels.append(float(example["soft_label"]))
             image = load_image(_image_source(example["image"])).image
             rows.append(
                 {
@@ -104,9 +115,15 @@ class JudgeDataCollator(DataCollatorForVisionLanguageModeling):
                     "images": [image],
                 }
             )
-            targets.append(target)
         batch = self._collate_language_modeling(rows)
+        targets = soft_labels if self.label_mode == "soft" else labels
         batch["judge_targets"] = torch.tensor(targets, dtype=torch.float32)
+        batch["judge_labels"] = torch.tensor(labels, dtype=torch.long)
+        batch["judge_soft_labels"] = torch.tensor(soft_labels, dtype=torch.float32)
+        batch["judge_defects"] = torch.tensor(
+            [type_index.get(str(example.get("defect", "")), UNTYPED) for example in examples],
+            dtype=torch.long,
+        )
         return batch
 
 

@@ -16,6 +16,10 @@ Per labelled token (the collator labels the answer word, <|im_end|> and the newl
 The sum is divided by the number of labelled tokens (by num_items_in_batch under gradient accumulation), the
 same normalisation as TRL's loss. Only the labelled positions are projected through the LM head (logits_to_keep),
 so a 151k-word vocabulary costs a few rows per sequence, not ~1400.
+
+Evaluation reuses that forward pass (vlm_judge/training/evaluation.py): prediction_step returns each row's
+answer-position logits, answer_scores (preprocess_logits_for_metrics) reduces them to p_defect by the protocol's
+rule, and JudgeMetrics (compute_metrics) gives eval_roc_auc & co.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import torch.nn.functional as F
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
-from vlm_judge.protocol import JudgePrompt, answer_token_ids, load_prompt
+from vlm_judge.protocol import JudgePrompt, answer_token_ids, load_prompt, p_defect_from_logits
+
+from .evaluation import EVAL_TRUTH, JudgeMetrics
 
 
 def answer_loss_terms(
@@ -70,14 +76,19 @@ class GroupedSampler(torch.utils.data.Sampler):
 
 
 class JudgeSFTTrainer(SFTTrainer):
-    """SFTTrainer whose loss is the judge's answer loss (module docstring); batches need `judge_targets`.
+    """SFTTrainer whose loss is the judge's answer loss (module docstring) and whose evaluation reports the judge's
+    metrics; batches come from a JudgeDataCollator (judge_targets and the other EVAL_TRUTH columns).
 
-    group_by: a train-dataset column (e.g. prompt_id) whose groups are kept together in batches."""
+    group_by: a train-dataset column (e.g. prompt_id) whose groups are kept together in batches. compute_metrics
+    defaults to JudgeMetrics over the collator's defect types, preprocess_logits_for_metrics to answer_scores."""
 
     def __init__(
         self, *args: Any, judge_prompt: JudgePrompt | None = None, group_by: str | None = None, **kwargs: Any
     ) -> None:
         self.group_by = group_by
+        collator = kwargs.get("data_collator")
+        kwargs.setdefault("compute_metrics", JudgeMetrics(tuple(getattr(collator, "defect_types", ()))))
+        kwargs.setdefault("preprocess_logits_for_metrics", self.answer_scores)
         super().__init__(*args, **kwargs)
         self.judge_prompt = judge_prompt or load_prompt()
         self.defect_ids, self.clean_ids = answer_token_ids(self._tokenizer, self.judge_prompt)
@@ -92,6 +103,8 @@ class JudgeSFTTrainer(SFTTrainer):
         mode = "train" if self.model.training else "eval"
         inputs = dict(inputs)
         targets = inputs.pop("judge_targets").float()
+        for key in EVAL_TRUTH:
+            inputs.pop(key, None)  # the rest of the truth is for compute_metrics, not the model
         labels = inputs.pop("labels")
         inputs["use_cache"] = False
 
@@ -123,17 +136,36 @@ class JudgeSFTTrainer(SFTTrainer):
             # As in TRL/Trainer: num_items_in_batch counts every rank's tokens and DDP averages gradients.
             loss = loss * self.accelerator.num_processes
 
-        with torch.no_grad():
-            hard = (targets >= 0.5).float()
-            gather = self.accelerator.gather_for_metrics
-            self._metrics[mode]["answer_loss"].append(gather(answer_loss.detach()).mean().item())
-            self._metrics[mode]["answer_accuracy"].append(
-                gather(((p_defect >= 0.5).float() == hard).float()).mean().item()
-            )
-            self._metrics[mode]["answer_mass"].append(gather((-neg_mass).exp().detach()).mean().item())
+        if mode == "train":  # evaluation reports these through compute_metrics (answer_scores)
+            with torch.no_grad():
+                hard = (targets >= 0.5).float()
+                gather = self.accelerator.gather_for_metrics
+                self._metrics[mode]["answer_loss"].append(gather(answer_loss.detach()).mean().item())
+                self._metrics[mode]["answer_accuracy"].append(
+                    gather(((p_defect >= 0.5).float() == hard).float()).mean().item()
+                )
+                self._metrics[mode]["answer_mass"].append(gather((-neg_mass).exp().detach()).mean().item())
         if return_outputs:
+            outputs.logits = logits[first]  # each row's answer position: all that evaluation reads
             return loss, outputs
         return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Trainer's eval step: the loss, each row's answer-position logits [rows, vocab] and, as Trainer's
+        "labels", the rows' truth (EVAL_TRUTH tensors)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        return loss.detach(), outputs.logits, tuple(inputs[key] for key in EVAL_TRUTH)
+
+    def answer_scores(self, logits: torch.Tensor, truth: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """preprocess_logits_for_metrics: answer-position logits [rows, vocab] -> [rows, 3] = p_defect (the
+        protocol's Yes/No rule, as score_images and the served judge read it), answer loss, P(Yes) + P(No)."""
+        pair_ce, neg_mass, _ = answer_loss_terms(logits, truth[0].float(), self.defect_ids, self.clean_ids)
+        p_defect = p_defect_from_logits(logits, self.defect_ids, self.clean_ids)
+        return torch.stack([p_defect, pair_ce + neg_mass, (-neg_mass).exp()], dim=-1)
 
     # transformers 5.19 saves Qwen2-VL weights under the original checkpoint names (visual.*, model.layers.*) but
     # Trainer's best-model / resume loader calls model.load_state_dict on them as they are: every key misses, a
