@@ -13,7 +13,8 @@ roc_auc` reads eval_roc_auc), test_* the test split, evaluated once at the end b
 
 Writes to output_dir: the model (full weights, or the LoRA adapter) with the processor and its pixel bounds,
 test_results.json (test_roc_auc, test_accuracy, test_brier, test_roc_auc_<type> on the test split, prompts unseen
-in training; best_eval_roc_auc), judge_training.json (recipe, data fingerprint, prompt version, base model, pixel
+in training; best_eval_roc_auc) and the same numbers as eval_results.json (eval_roc_auc, eval_roc_auc_<type>: the
+file name and keys other tools read), judge_training.json (recipe, data fingerprint, prompt version, base model, pixel
 bounds, metrics, the validation history) for scripts/merge_lora.py, and an MLflow run (./mlruns by default).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -155,6 +157,8 @@ def main(
             metrics[f"best_eval_{best}"] = trainer.state.best_metric  # the validation value that chose the model
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
+        # eval_results.json (eval_roc_auc = the test split) is the interface scripts and checks read; same numbers.
+        trainer.save_metrics("eval", {re.sub(r"^test_", "eval_", k): v for k, v in metrics.items()})
         trainer.save_model(training_args.output_dir)  # weights or adapter + processor with its pixel bounds
         if trainer.is_world_process_zero():
             meta = training_metadata(

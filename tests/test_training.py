@@ -360,6 +360,10 @@ def test_sft_script_writes_test_results_metadata_and_mlflow(tiny_model_dir, synt
     assert {"test_accuracy", "test_brier", "test_n", "best_eval_roc_auc"} <= set(results)
     assert results["test_split"] == "test"
     assert not any(key.startswith("eval_") for key in results)  # eval_* is the validation split only
+    # eval_results.json keeps the name and keys other tools read: the same test-split numbers.
+    legacy = json.loads((out / "eval_results.json").read_text())
+    assert legacy["eval_roc_auc"] == results["test_roc_auc"] and legacy["eval_split"] == "test"
+    assert {f"eval_{k[5:]}" for k in results if k.startswith("test_roc_auc_")} <= set(legacy)
 
     meta = json.loads((out / "judge_training.json").read_text())
     assert meta["pixel_bounds"] == BOUNDS
