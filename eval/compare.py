@@ -7,7 +7,7 @@
 Every judge goes through the same path: the same guarded rows of the dataset (vlm_judge.data), the same image
 files (the client loads them with vlm_judge.images), the same vlm_judge.client.JudgeClient (its retries,
 backoff, timeouts and concurrency come from the judge config, nothing is re-implemented here). Per-item
-results are appended to ``OUTPUT/cache/<judge>.jsonl`` as they arrive (eval.cache): a killed run resumes
+results are appended to ``OUTPUT/cache/<judge>.jsonl`` as they arrive (eval.scoring): a killed run resumes
 where it stopped and a finished judge is not queried again. Judges without endpoint/key, or whose endpoint
 does not answer, are listed as skipped with the reason.
 

@@ -1,17 +1,29 @@
-"""One judge over a set of pictures, through the per-item results cache (eval.cache): the scorer eval.compare
-and eval.sbs share. The endpoint is probed once (vlm_judge.judges.probe) and the judge is built from its spec
+"""One judge over a set of pictures, through the per-item results cache: the scorer eval.compare and eval.sbs
+share. The endpoint is probed once (vlm_judge.judges.probe) and the judge is built from its spec
 (vlm_judge.judges.make_judge: the OpenAI-compatible client, or the in-process LocalJudge for `base_url: local`);
-every result is cached as it lands, with its error text and kind."""
+every result is appended to ``CACHE_DIR/<judge>.jsonl`` (a vlm_judge.results store) as it lands, with its error
+text and kind.
+
+The cache key is the sha256 of the image file's bytes + the hash of the judge's result-relevant config + the prompt
+version, so a judge that finished is not queried again; changing the model, the prompt (text or version),
+top_logprobs or extra_body re-queries everything, while renaming or moving an image file does not. Failed items are
+cached too: a rerun does not hammer an endpoint with items that failed already, unless asked to (retry_errors)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .cache import ResultCache, cache_key
+from vlm_judge.results import ResultStore
+
 from .judges import ResolvedJudge
+
+
+def cache_key(image_sha256: str, judge_hash: str, prompt_version: str) -> str:
+    return hashlib.sha256(f"{image_sha256}\x00{judge_hash}\x00{prompt_version}".encode()).hexdigest()[:32]
 
 
 def _record(result: Any, image: str, sha: str, judge: ResolvedJudge, judge_hash: str) -> dict[str, Any]:
@@ -48,13 +60,8 @@ def score_judge(
     judge_hash = judge.config_hash()
     version = judge.judge_prompt.version
     keys = [cache_key(sha, judge_hash, version) for sha in images["sha256"]]
-    with ResultCache(cache_dir / f"{judge.name}.jsonl") as cache:
-
-        def done(key: str) -> bool:
-            record = cache.get(key)
-            return record is not None and not (retry_errors and record.get("p_defect") is None)
-
-        todo = [i for i, key in enumerate(keys) if not done(key)]
+    with ResultStore(cache_dir / f"{judge.name}.jsonl") as cache:
+        todo = [i for i, key in enumerate(keys) if not cache.done(key, retry_failed=retry_errors)]
         cached_before = len(keys) - len(todo)
         if todo:
             from vlm_judge.judges import EndpointError, make_judge, probe
@@ -68,6 +75,7 @@ def score_judge(
                 client = make_judge(judge)
             except Exception as exc:  # the client's own argument checks, a model that does not load
                 return None, f"skipped: cannot create the client ({type(exc).__name__}: {exc})"
+            cache.discard(keys[i] for i in todo)  # retried failures: their new record replaces the old one
             paths = [images["image_path"].iloc[i] for i in todo]
             names = [images["image"].iloc[i] for i in todo]
             bar = tqdm(

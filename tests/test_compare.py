@@ -18,7 +18,6 @@ from fake_openai_server import FakeOpenAIServer, Reply
 from PIL import Image
 
 from eval import compare, judges
-from eval.cache import ResultCache, cache_key
 from vlm_judge.images import file_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,25 +145,6 @@ def test_resolution_from_environment():
         tuned, env={"JUDGE_BASE_URL": "http://127.0.0.1:2/v1", "JUDGE_REVISION": "ckpt-2"}
     )
     assert a.config_hash() == judges.resolve_judge(tuned, env={}).config_hash() != b.config_hash()
-
-
-# ---------------------------------------------------------------------------------------------- cache
-
-
-def test_cache_survives_a_torn_line_and_last_record_wins(tmp_path):
-    path = tmp_path / "j.jsonl"
-    with ResultCache(path) as cache:
-        cache.append("k1", {"p_defect": 0.1, "error": None})
-        cache.append("k2", {"p_defect": None, "error": "boom"})
-    with open(path, "a") as handle:
-        handle.write('{"key": "k3", "p_def')  # a kill mid-write
-    cache = ResultCache(path)
-    assert cache.corrupt_lines == 1 and set(cache.records) == {"k1", "k2"}
-    cache.append("k2", {"p_defect": 0.7, "error": None})  # re-queried item: appended, last wins
-    cache.close()
-    again = ResultCache(path)
-    assert again.corrupt_lines == 1 and again.get("k2")["p_defect"] == 0.7 and len(again) == 2
-    assert cache_key("a" * 64, "h", "v1") != cache_key("a" * 64, "h", "v2") != cache_key("a" * 64, "h2", "v2")
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -6,7 +6,7 @@ an `image` column (paths relative to the CSV's folder, as in a dataset's labels.
 Output: CSV with columns image, p_defect, latency_ms, error; one row per image, appended (and flushed) as each
 one finishes, so a kill loses at most the requests in flight. Resumable: a rerun with the same --output skips
 the images that already have a p_defect and tries the failed ones again (the file is first rewritten, atomically,
-without their old error rows).
+without their old error rows). The CSV is a vlm_judge.results store, the same resume logic as the eval harness's.
 
 Exit codes: 0 the run finished (failed images, if any, carry an error and are counted on stderr); 1 nothing could
 be scored (server down, wrong model, ...); 2 bad arguments or input; 130 interrupted (rerun to resume).
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from vlm_judge.results import ResultStore, ResultStoreError, succeeded
 
 if TYPE_CHECKING:
     from vlm_judge.judges import JudgeSpec
@@ -70,39 +71,14 @@ def list_inputs(source: str | Path, image_column: str = "image") -> list[tuple[s
     return list(seen.items())
 
 
-def _valid_p(text: str | None) -> bool:
+def open_store(output: Path) -> ResultStore:
+    """The predictions CSV as a results store, its failed and torn rows dropped (atomically) to be scored again."""
     try:
-        value = float(text or "")
-    except ValueError:
-        return False
-    return math.isfinite(value) and 0.0 <= value <= 1.0
-
-
-def load_done(output: Path) -> set[str]:
-    """Images already scored in `output`; rewrites it without error/partial rows (atomically) if it has any."""
-    if not output.exists() or output.stat().st_size == 0:
-        return set()
-    raw = output.read_text(encoding="utf-8", errors="replace")
-    rows = list(csv.reader(raw.splitlines()))
-    if rows[0] != COLUMNS:
-        raise ScoreError(
-            f"--output {output} exists with columns {rows[0]}, not {COLUMNS}; choose another --output or remove it"
-        )
-    done: dict[str, list[str]] = {}
-    clean = raw.endswith("\n")  # a kill in the middle of a write leaves a partial last line
-    for row in rows[1:]:
-        if len(row) == len(COLUMNS) and row[0] and _valid_p(row[1]) and not row[3]:
-            done.setdefault(row[0], row)
-        else:
-            clean = False
-    if not clean or len(done) != len(rows) - 1:
-        tmp = output.with_name(output.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            writer.writerows(done.values())
-        os.replace(tmp, output)
-    return set(done)
+        store = ResultStore(output, columns=COLUMNS, key="image")
+    except ResultStoreError as exc:
+        raise ScoreError(f"--output {exc}; choose another --output or remove it") from None
+    store.discard([name for name, record in store.records.items() if not succeeded(record)])
+    return store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = list_inputs(args.input, args.image_column)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    done = load_done(output)
-    todo = [(name, path) for name, path in inputs if name not in done]
+    store = open_store(output)
+    todo = [(name, path) for name, path in inputs if name not in store]
     print(
         f"vlm_judge.score: {len(inputs)} images, {len(inputs) - len(todo)} already in {output}, {len(todo)} to score",
         file=sys.stderr,
@@ -186,22 +162,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"vlm_judge.score: error: {exc}", file=sys.stderr)
         return 1
 
-    new_file = not output.exists() or output.stat().st_size == 0
     failures: Counter[str] = Counter()
-    with open(output, "a", newline="", encoding="utf-8") as handle, client:
-        writer = csv.writer(handle)
-        if new_file:
-            writer.writerow(COLUMNS)
-            handle.flush()
 
-        def write(_index: int, result: JudgeResult) -> None:
-            latency = "" if result.latency_ms is None else f"{result.latency_ms:.1f}"
-            p_defect = "" if result.p_defect is None else repr(result.p_defect)
-            writer.writerow([result.image, p_defect, latency, result.error or ""])
-            handle.flush()  # a kill loses only what is in flight
-            if result.error:
-                failures[result.error_kind or "Error"] += 1
+    def write(_index: int, result: JudgeResult) -> None:
+        latency = None if result.latency_ms is None else f"{result.latency_ms:.1f}"
+        store.append(
+            result.image, {"p_defect": result.p_defect, "latency_ms": latency, "error": result.error}
+        )
+        if result.error:
+            failures[result.error_kind or "Error"] += 1
 
+    with store, client:
         try:
             client.score_batch(
                 [path for _, path in todo],
