@@ -22,12 +22,13 @@ def fast_backoff(monkeypatch):
 
 @pytest.fixture
 def server():
-    """A fake OpenAI-compatible chat server (tests/vllm_server.py) for client, score and reward tests.
+    """A fake OpenAI-compatible server (tests/fake_openai_server.py) answering like the judge, for client, score,
+    reward and judge-spec tests.
 
     The end-to-end modules (test_serving_e2e, test_classify_e2e) override ``server`` with a real vLLM one."""
-    from vllm_server import FakeChatServer
+    from fake_openai_server import FakeOpenAIServer
 
-    with FakeChatServer() as fake:
+    with FakeOpenAIServer() as fake:
         yield fake
 
 

@@ -1,24 +1,34 @@
-"""A small OpenAI-compatible chat-completions server on loopback, scripted per image, for tests without internet.
+"""A fake OpenAI-compatible server on loopback, for tests without a GPU or the internet.
 
-It stands in for GPT-5.1 (verbalized JSON answers) and can also answer in logprob mode. Each request's image
-is identified by the sha256 of the bytes in its data URL (the client sends plain RGB PNG/JPEG files as they
-are, so that equals the file's sha256). Per image, a script of replies is consumed in order (the last one
-repeats); without a script the default reply is used:
+Routes: GET /v1/models, POST /v1/chat/completions and vLLM's POST /tokenize (``tokens``: text -> ids). A request
+for a model not in ``models`` gets the OpenAI 404; with ``api_key`` set, a request without "Bearer <api_key>"
+gets 401.
 
-    Reply.verbalized(0.8, ["smear"])     {"defect_probability": 0.8, "defects": ["smear"]} as content
-    Reply.text("not json")               any content, e.g. malformed JSON or prose
-    Reply.refusal("I can't help")        message.refusal set, content null
-    Reply.status(429, retry_after=0)     an HTTP error with an OpenAI-style error body (429, 500, 400, ...)
+What a chat request is answered with, first match wins:
+  1. ``queue``: replies consumed one per chat request, in arrival order;
+  2. ``script[sha]``: per image (sha256 of the bytes in the request's data URL, which equals the file's sha256 for
+     the plain RGB PNG/JPEG files the client sends as they are), consumed in order, the last one repeating;
+  3. ``default``: a Reply, or a function of the request body. The default default answers like the judge:
+     p_defect = the image's mean grey level / 255, as first-token logprobs or, when the request asks for no
+     logprobs, as verbalized JSON (so a test knows what each image must score).
+
+Replies:
+    Reply.yes_no(0.8)                      first-token logprobs with P(Yes) / (P(Yes) + P(No)) = 0.8
     Reply.logprobs({"Yes": -0.2, "No": -1.8})   first-token top_logprobs, as vLLM returns them
-    Reply.hang(5.0)                      wait before answering (timeouts)
+    Reply.verbalized(0.8, ["smear"])       {"defect_probability": 0.8, "defects": ["smear"]} as content
+    Reply.text("not json"), Reply.refusal()    any content; message.refusal set with content null
+    Reply.completion(content, top_logprobs, refusal)   a chat completion as given (malformed logprobs too)
+    Reply.error(429, "slow down", retry_after=0)     an HTTP error with an OpenAI-style error body
+    Reply(status=0)                        the connection closes without an answer (a crashed server)
+    Reply(200, b"<html>...")               any body; ``delay`` (seconds) before answering, for timeouts
 
-Counters: ``received[sha]`` (requests that arrived) and ``answered[sha]`` (requests answered with 200).
-``hold_after=N`` answers the first N chat requests and holds every later one until ``release()``; held requests
-that are ``abort_held()``-ed are dropped without an answer (as if the client had died) -- the kill-and-resume
-test uses this to kill the harness with requests in flight.
+Recorded: ``bodies`` (every chat request's JSON, ``chat_requests`` their count), ``received[sha]`` (chat requests
+that arrived) and ``answered[sha]`` (answered with 200). ``hold_after=N`` answers the first N chat requests and
+holds every later one until ``release()``; ``abort_held()`` drops the held ones without an answer (as if the
+caller had died): the kill-and-resume tests use it to kill a harness with requests in flight.
 
     with FakeOpenAIServer(models=["gpt-5.1"], default=Reply.verbalized(0.3)) as server:
-        server.script[sha] = [Reply.status(500), Reply.verbalized(0.9)]
+        server.script[sha] = [Reply.error(500), Reply.verbalized(0.9)]
         JudgeClient(server.base_url, "gpt-5.1", api_key="test", ...)
 """
 
@@ -27,7 +37,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -37,114 +49,171 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass
 class Reply:
-    kind: str
-    content: str | None = None
-    status_code: int = 200
-    retry_after: float | None = None
-    top_logprobs: dict[str, float] = field(default_factory=dict)
+    status: int = 200  # 0: close the connection without answering
+    body: Any = None  # dict -> JSON; bytes -> sent as they are
+    headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
 
     @staticmethod
-    def verbalized(p: float, defects: Iterable[str] = ()) -> Reply:
-        return Reply("content", json.dumps({"defect_probability": p, "defects": list(defects)}))
-
-    @staticmethod
-    def text(content: str) -> Reply:
-        return Reply("content", content)
-
-    @staticmethod
-    def refusal(text: str = "I'm sorry, but I can't help with that.") -> Reply:
-        return Reply("refusal", text)
-
-    @staticmethod
-    def status(code: int, retry_after: float | None = None) -> Reply:
-        return Reply("status", status_code=code, retry_after=retry_after)
+    def completion(
+        content: str | None, top_logprobs: list[dict[str, Any]] | None = None, refusal: str | None = None
+    ) -> Reply:
+        """A chat completion; with ``top_logprobs`` the first token's candidates (content: the first one's token)."""
+        logprobs = None
+        if top_logprobs is not None:
+            first = top_logprobs[0] if top_logprobs else {"token": "?", "logprob": 0.0}
+            logprobs = {"content": [{**first, "top_logprobs": top_logprobs}]}
+            content = content if content is not None else first["token"]
+        message = {"role": "assistant", "content": content, "refusal": refusal}
+        choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "stop"}
+        body = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "fake",
+            "choices": [choice],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        return Reply(200, body)
 
     @staticmethod
     def logprobs(top: dict[str, float]) -> Reply:
-        return Reply("logprobs", top_logprobs=dict(top))
+        ranked = sorted(top.items(), key=lambda kv: -kv[1])
+        return Reply.completion(
+            None, [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in ranked]
+        )
 
     @staticmethod
-    def hang(seconds: float, then: Reply | None = None) -> Reply:
-        base = then or Reply.verbalized(0.5)
-        return Reply(base.kind, base.content, base.status_code, base.retry_after, base.top_logprobs, seconds)
+    def yes_no(p_defect: float, extra: dict[str, float] | None = None) -> Reply:
+        top = {
+            "Yes": math.log(max(p_defect, 1e-12)),
+            "No": math.log(max(1 - p_defect, 1e-12)),
+            **(extra or {}),
+        }
+        return Reply.logprobs(top)
+
+    @staticmethod
+    def verbalized(p: float, defects: Iterable[str] = ()) -> Reply:
+        return Reply.completion(json.dumps({"defect_probability": p, "defects": list(defects)}))
+
+    @staticmethod
+    def text(content: str) -> Reply:
+        return Reply.completion(content)
+
+    @staticmethod
+    def refusal(text: str = "I'm sorry, but I can't help with that.") -> Reply:
+        return Reply.completion(None, refusal=text)
+
+    @staticmethod
+    def error(
+        status: int,
+        message: str = "scripted error",
+        *,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        headers = dict(headers or {})
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        body = {"error": {"message": message, "type": "error", "param": None, "code": status}}
+        return Reply(status, body, headers)
 
 
-def image_sha256(body: dict[str, Any]) -> str | None:
-    """sha256 of the first data-URL image in a chat-completions request body."""
+def _image_bytes(body: dict[str, Any]) -> bytes | None:
+    """The first data-URL image of a chat-completions request body."""
     for message in body.get("messages", []):
         content = message.get("content")
-        if not isinstance(content, list):
-            continue
-        for part in content:
+        for part in content if isinstance(content, list) else []:
             if isinstance(part, dict) and part.get("type") == "image_url":
                 url = part.get("image_url", {}).get("url", "")
                 if url.startswith("data:") and "," in url:
-                    return hashlib.sha256(base64.b64decode(url.split(",", 1)[1])).hexdigest()
+                    return base64.b64decode(url.split(",", 1)[1])
     return None
+
+
+def image_sha256(body: dict[str, Any]) -> str | None:
+    """sha256 of the request's data-URL image (None without one)."""
+    data = _image_bytes(body)
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def image_mean(body: dict[str, Any]) -> float:
+    """Mean grey level / 255 of the request's data-URL image."""
+    import numpy as np
+    from PIL import Image
+
+    data = _image_bytes(body)
+    if data is None:
+        raise ValueError("no image in the request")
+    with Image.open(io.BytesIO(data)) as image:
+        return float(np.asarray(image.convert("L"), dtype=np.float64).mean()) / 255.0
+
+
+def judge_like(body: dict[str, Any]) -> Reply:
+    """Answer as the judge would: logprobs, or verbalized JSON when the request asks for no logprobs."""
+    p = image_mean(body)
+    if body.get("logprobs"):
+        return Reply.yes_no(p)
+    return Reply.verbalized(p, ["noise"] if p > 0.5 else [])
 
 
 class FakeOpenAIServer:
     def __init__(
         self,
         *,
-        models: Iterable[str] = ("fake-judge",),
-        default: Reply | Callable[[str | None, dict[str, Any]], Reply] | None = None,
-        delay: float = 0.0,
+        models: Iterable[str] = ("defect-judge",),
+        default: Reply | Callable[[dict[str, Any]], Reply] = judge_like,
         hold_after: int | None = None,
         api_key: str | None = None,
     ):
         self.models = list(models)
-        self.default = default or Reply.verbalized(0.5)
-        self.delay = delay
+        self.default = default
         self.hold_after = hold_after
-        self.api_key = api_key  # when set, requests without "Bearer <api_key>" get 401
+        self.api_key = api_key
+        self.queue: list[Reply] = []
         self.script: dict[str, list[Reply]] = {}
+        self.tokens: dict[str, list[int]] = {}
+        self.bodies: list[dict[str, Any]] = []
         self.received: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
-        self.bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._aborted = threading.Event()
         self._n_admitted = 0
         self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
 
     @property
     def base_url(self) -> str:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def start(self) -> FakeOpenAIServer:
-        server = self
+    @property
+    def chat_requests(self) -> int:
+        return len(self.bodies)
+
+    @property
+    def total_answered(self) -> int:
+        return sum(self.answered.values())
+
+    def __enter__(self) -> FakeOpenAIServer:
+        fake = self
 
         class Handler(_Handler):
-            fake = server
+            server_state = fake
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.abort_held()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ gate
 
     def release(self) -> None:
         """Answer the held requests and stop holding."""
@@ -157,51 +226,55 @@ class FakeOpenAIServer:
         self._aborted.set()
         self._released.set()
 
-    @property
-    def total_answered(self) -> int:
-        return sum(self.answered.values())
-
-    # ------------------------------------------------------------------ replies
-
-    def _next_reply(self, sha: str | None, body: dict[str, Any]) -> Reply:
+    def _admit(self, body: dict[str, Any]) -> str:
+        """Record a chat request; returns its image's sha256 ("" without one)."""
+        sha = image_sha256(body) or ""
         with self._lock:
-            script = self.script.get(sha or "")
-            if script:
-                return script.pop(0) if len(script) > 1 else script[0]
-        return self.default(sha, body) if callable(self.default) else self.default
+            self.bodies.append(body)
+            self.received[sha] += 1
+        return sha
 
-    def _should_hold(self) -> bool:
+    def _held(self) -> bool:
+        """Whether this request waits for release(); True when it was aborted meanwhile."""
         with self._lock:
-            if self.hold_after is None:
-                return False
-            if self._n_admitted < self.hold_after:
+            if self.hold_after is None or self._n_admitted < self.hold_after:
                 self._n_admitted += 1
                 return False
-            return True
+        self._released.wait(timeout=120)
+        return self._aborted.is_set()
+
+    def _reply_for(self, sha: str, body: dict[str, Any]) -> Reply:
+        with self._lock:
+            if self.queue:
+                return self.queue.pop(0)
+            script = self.script.get(sha)
+            if script:
+                return script.pop(0) if len(script) > 1 else script[0]
+        return self.default(body) if callable(self.default) else self.default
 
 
 class _Handler(BaseHTTPRequestHandler):
-    fake: FakeOpenAIServer
+    server_state: FakeOpenAIServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         pass  # quiet tests
 
-    def _send(self, code: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
+    def _send(self, reply: Reply) -> None:
+        data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client may have timed out
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
 
     def _authorised(self) -> bool:
-        key = self.fake.api_key
+        key = self.server_state.api_key
         if key and self.headers.get("Authorization") != f"Bearer {key}":
-            self._send(401, _error("Incorrect API key provided", "invalid_request_error", "invalid_api_key"))
+            self._send(Reply.error(401, "Incorrect API key provided"))
             return False
         return True
 
@@ -209,86 +282,44 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         if self.path.rstrip("/") == "/v1/models":
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.fake.models]
-            self._send(200, {"object": "list", "data": data})
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+                for m in self.server_state.models
+            ]
+            self._send(Reply(200, {"object": "list", "data": data}))
         else:
-            self._send(404, _error(f"no route {self.path}", "not_found", None))
+            self._send(Reply.error(404, f"no route {self.path}"))
 
     def do_POST(self) -> None:  # noqa: N802 (stdlib name)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if not self._authorised():
             return
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send(404, _error(f"no route {self.path}", "not_found", None))
-            return
+        state = self.server_state
         try:
-            body = json.loads(raw)
+            body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
-            self._send(400, _error("body is not JSON", "invalid_request_error", None))
+            self._send(Reply.error(400, "body is not JSON"))
             return
-        fake = self.fake
-        sha = image_sha256(body)
-        with fake._lock:
-            fake.received[sha or ""] += 1
-            fake.bodies.append(body)
-        if body.get("model") not in fake.models:
-            self._send(404, _error(f"The model `{body.get('model')}` does not exist.", "NotFoundError", None))
+        if self.path == "/tokenize":
+            self._send(Reply(200, {"tokens": state.tokens.get(body.get("prompt"), [1, 2])}))
             return
-        if fake._should_hold():
-            fake._released.wait(timeout=120)
-            if fake._aborted.is_set():
-                self.close_connection = True  # the caller is gone: no answer, not counted as answered
-                return
-        reply = fake._next_reply(sha, body)
-        if fake.delay or reply.delay:
-            time.sleep(fake.delay + reply.delay)
-        if reply.kind == "status":
-            headers = {"Retry-After": str(reply.retry_after)} if reply.retry_after is not None else None
-            self._send(
-                reply.status_code, _error(f"scripted HTTP {reply.status_code}", "server_error", None), headers
-            )
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._send(Reply.error(404, f"no route {self.path}"))
             return
-        self._send(200, _completion(body, reply))
-        with fake._lock:
-            fake.answered[sha or ""] += 1
-
-
-def _error(message: str, kind: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-    logprobs = None
-    if reply.kind == "refusal":
-        message["refusal"] = reply.content
-    elif reply.kind == "logprobs":
-        top = sorted(reply.top_logprobs.items(), key=lambda kv: -kv[1])
-        message["content"] = top[0][0] if top else ""
-        k = int(body.get("top_logprobs") or len(top))
-        candidates = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top[:k]]
-        first = candidates[0] if candidates else {"token": "", "logprob": 0.0, "bytes": []}
-        logprobs = {"content": [{**first, "top_logprobs": candidates}]}
-    else:
-        message["content"] = reply.content
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.get("model"),
-        "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-
-
-if __name__ == "__main__":  # a manual stand-in endpoint: python tests/fake_openai_server.py
-    import argparse
-
-    parser = argparse.ArgumentParser(description="fake OpenAI-compatible endpoint (verbalized p=0.5 answers)")
-    parser.add_argument("--model", action="append", default=None)
-    args = parser.parse_args()
-    with FakeOpenAIServer(models=args.model or ["fake-judge"]) as srv:
-        print(srv.base_url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        sha = state._admit(body)
+        if body.get("model") not in state.models:
+            self._send(Reply.error(404, f"The model `{body.get('model')}` does not exist."))
+            return
+        if state._held():
+            self.close_connection = True  # the caller is gone: no answer, not counted as answered
+            return
+        reply = state._reply_for(sha, body)
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.status == 0:  # a crashed server: the connection closes without an answer
+            self.close_connection = True
+            return
+        self._send(reply)
+        if reply.status == 200:
+            with state._lock:
+                state.answered[sha] += 1

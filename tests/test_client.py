@@ -7,12 +7,13 @@ import dataclasses
 import json
 
 import pytest
+from fake_openai_server import Reply
 from PIL import Image
-from vllm_server import Reply, completion_reply, error_reply, free_port, logprobs_reply
 
 from vlm_judge import client as client_module
 from vlm_judge.client import AsyncJudgeClient, JudgeClient, fetch_answer_token_ids
 from vlm_judge.protocol import DEFAULT_PROMPT_FILE
+from vlm_judge.server_process import free_port
 
 VERBALIZED = DEFAULT_PROMPT_FILE.with_name("defect_judge_verbalized.yaml")
 
@@ -56,14 +57,14 @@ def test_names_and_single_score(server, tmp_path):
 
 
 def test_429_and_500_are_retried_then_succeed(server, tmp_path):
-    server.script = [error_reply(429, "slow down", {"Retry-After": "0"}), error_reply(503, "warming up")]
+    server.queue = [Reply.error(429, "slow down", retry_after=0), Reply.error(503, "warming up")]
     with make_client(server, max_retries=3) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert result.ok and result.attempts == 3 and server.chat_requests == 3
 
 
 def test_persistent_5xx_gives_a_named_error_after_the_retries(server, tmp_path):
-    server.script = [error_reply(500, "engine died")] * 10
+    server.queue = [Reply.error(500, "engine died")] * 10
     with make_client(server, max_retries=2) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert not result.ok and result.p_defect is None
@@ -77,7 +78,7 @@ def test_persistent_5xx_gives_a_named_error_after_the_retries(server, tmp_path):
     [(400, "BadRequestError"), (401, "AuthenticationError"), (422, "UnprocessableEntityError")],
 )
 def test_client_errors_are_not_retried(server, tmp_path, status, kind):
-    server.script = [error_reply(status, "no good")]
+    server.queue = [Reply.error(status, "no good")]
     with make_client(server, max_retries=3) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert result.error.startswith(f"{kind}: HTTP {status}") and result.attempts == 1
@@ -92,20 +93,20 @@ def test_unknown_model_is_a_named_error_without_retry(server, tmp_path):
 
 
 def test_timeout_is_retried_then_named(server, tmp_path):
-    slow = logprobs_reply(0.5)
+    slow = Reply.yes_no(0.5)
     slow.delay = 1.5
-    server.script = [slow, slow]
+    server.queue = [slow, slow]
     with make_client(server, timeout=0.3, max_retries=1) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert result.error.startswith("TimeoutError: no answer") and result.attempts == 2
 
 
 def test_connection_dropped_mid_request_is_retried(server, tmp_path):
-    server.script = [Reply(status=0), Reply(status=0)]
+    server.queue = [Reply(status=0), Reply(status=0)]
     with make_client(server, max_retries=2) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert result.ok and result.attempts == 3
-    server.script = [Reply(status=0)] * 3
+    server.queue = [Reply(status=0)] * 3
     with make_client(server, max_retries=2) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert result.error.startswith("ConnectionError: cannot reach") and result.attempts == 3
@@ -121,13 +122,13 @@ def test_connection_refused_is_retried_then_named(tmp_path):
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
-        (completion_reply("Yes"), "ProtocolError: the server returned no logprobs"),
-        (completion_reply(None, []), "ProtocolError: the server returned no top_logprobs"),
+        (Reply.completion("Yes"), "ProtocolError: the server returned no logprobs"),
+        (Reply.completion(None, []), "ProtocolError: the server returned no top_logprobs"),
         (
-            completion_reply(None, [{"token": "Maybe", "logprob": -0.1}]),
+            Reply.completion(None, [{"token": "Maybe", "logprob": -0.1}]),
             "AnswerNotFoundError: neither 'Yes' nor 'No'",
         ),
-        (completion_reply(None, [{"token": "Yes", "logprob": "high"}]), "ProtocolError: malformed logprobs"),
+        (Reply.completion(None, [{"token": "Yes", "logprob": "high"}]), "ProtocolError: malformed logprobs"),
         (Reply(200, {"id": "x", "choices": []}), "ProtocolError: the server returned no choices"),
         (
             Reply(200, b"<html>proxy error</html>"),
@@ -136,7 +137,7 @@ def test_connection_refused_is_retried_then_named(tmp_path):
     ],
 )
 def test_malformed_answers_are_named_errors_not_retried(server, tmp_path, reply, expected):
-    server.script = [reply]
+    server.queue = [reply]
     with make_client(server, max_retries=3) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert not result.ok and result.error.startswith(expected) and ":" in result.error
@@ -144,7 +145,7 @@ def test_malformed_answers_are_named_errors_not_retried(server, tmp_path, reply,
 
 
 def test_answer_words_are_merged_across_case_and_space_variants(server, tmp_path):
-    server.script = [logprobs_reply(0.5, {" yes": -0.6931471805599453, "\n": -3.0})]
+    server.queue = [Reply.yes_no(0.5, {" yes": -0.6931471805599453, "\n": -3.0})]
     with make_client(server) as judge:
         result = judge.score(grey(tmp_path, 51))
     assert result.p_defect == pytest.approx(2 / 3, abs=1e-9)  # P(Yes)+P( yes) = 1.0 vs P(No) = 0.5
@@ -207,9 +208,9 @@ def test_verbalized_mode_parses_json_and_sends_response_format(server, tmp_path)
 
 
 def test_verbalized_refusal_and_prose_are_named(server, tmp_path):
-    server.script = [
-        completion_reply(None, refusal="I can't assess this image."),
-        completion_reply("It looks fine."),
+    server.queue = [
+        Reply.completion(None, refusal="I can't assess this image."),
+        Reply.completion("It looks fine."),
     ]
     with make_client(server, prompt=VERBALIZED, max_concurrency=1) as judge:
         refused = judge.score(grey(tmp_path, 51))
@@ -219,7 +220,7 @@ def test_verbalized_refusal_and_prose_are_named(server, tmp_path):
 
 
 def test_verbalized_falls_back_when_response_format_is_unsupported(server, tmp_path):
-    server.script = [error_reply(400, "response_format json_schema is not supported by this model")]
+    server.queue = [Reply.error(400, "response_format json_schema is not supported by this model")]
     with make_client(server, prompt=VERBALIZED, max_concurrency=1) as judge:
         first = judge.score(grey(tmp_path, 51))
         second = judge.score(grey(tmp_path, 102))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_openai_server import FakeOpenAIServer, Reply
+from fake_openai_server import FakeOpenAIServer, Reply, image_sha256
 from PIL import Image
 
 from eval import compare, judges
@@ -46,7 +46,8 @@ def _labels(root: Path) -> dict[str, int]:
 def _informed(labels: dict[str, int], mode: str = "verbalized"):
     """A default reply that knows the labels (with a deterministic jitter), so metrics are meaningful."""
 
-    def reply(sha, body):
+    def reply(body):
+        sha = image_sha256(body)
         label = labels.get(sha, 0)
         jitter = (int(sha[:4], 16) % 100) / 400 if sha else 0.0
         p = 0.7 + jitter if label else 0.05 + jitter
@@ -164,7 +165,7 @@ def test_verbalized_judge_with_faults_and_skips(tmp_path, dataset, monkeypatch):
             "prose": Reply.text("The image looks fine to me."),
             "refusal": Reply.refusal(),
             "out_of_range": Reply.verbalized(1.7),
-            "server_error": Reply.status(500),
+            "server_error": Reply.error(500),
         }
         scripted = {}
         for i, (kind, reply) in enumerate(faults.items()):
@@ -173,7 +174,7 @@ def test_verbalized_judge_with_faults_and_skips(tmp_path, dataset, monkeypatch):
                 scripted[sha] = kind
         for sha in shas[5::12]:
             server.script[sha] = [
-                Reply.status(429, retry_after=0),
+                Reply.error(429, retry_after=0),
                 Reply.verbalized(0.9 if labels[sha] else 0.1),
             ]
             scripted[sha] = "429_then_ok"

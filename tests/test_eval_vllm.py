@@ -31,7 +31,7 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model_dir):
-    from vllm_server import running_judge_server
+    from vlm_judge.server_process import running_judge_server
 
     with running_judge_server(tiny_model_dir, served_model_name="base-tiny") as url:
         yield url

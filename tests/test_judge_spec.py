@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
-from vllm_server import free_port
 
 from eval.scoring import _error_kind
 from vlm_judge.client import JudgeClient
@@ -23,6 +22,7 @@ from vlm_judge.judges import (
 )
 from vlm_judge.protocol import DEFAULT_PROMPT_FILE
 from vlm_judge.reward import DefectReward
+from vlm_judge.server_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERBALIZED = DEFAULT_PROMPT_FILE.with_name("defect_judge_verbalized.yaml")
@@ -139,9 +139,9 @@ def test_from_spec_sends_what_the_keyword_client_sends(server, tmp_path):
 
 
 def test_failures_carry_their_kind(server, tmp_path):
-    from vllm_server import error_reply
+    from fake_openai_server import Reply
 
-    server.script = [error_reply(500, "down")] * 2
+    server.queue = [Reply.error(500, "down")] * 2
     with JudgeClient(server.base_url, "defect-judge", max_retries=1, timeout=5.0) as judge:
         result = judge.score(_grey(tmp_path, 51))
         bad = judge.score(str(tmp_path / "missing.png"))

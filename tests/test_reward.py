@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from fake_openai_server import Reply
 from PIL import Image
-from vllm_server import error_reply
 
 from vlm_judge.reward import DefectReward, RewardError, to_image_sources
 
@@ -53,7 +53,7 @@ def test_failed_items_are_nan_counted_and_the_rest_scores(reward, tmp_path):
 
 
 def test_too_many_failures_raise(server, reward):
-    server.script = [error_reply(500, "judge down")] * 2
+    server.queue = [Reply.error(500, "judge down")] * 2
     with pytest.raises(
         RewardError, match="2 of 3 images could not be judged.*ServerError: HTTP 500: judge down"
     ):

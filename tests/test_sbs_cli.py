@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_openai_server import FakeOpenAIServer, Reply
+from fake_openai_server import FakeOpenAIServer, Reply, image_sha256
 
 from eval import compare, sbs_cli
 from vlm_judge.images import file_sha256
@@ -62,7 +62,7 @@ def renders(tmp_path, make_renders):
 
 def _server(scores: dict[str, float], **kwargs) -> FakeOpenAIServer:
     return FakeOpenAIServer(
-        models=["fake-judge"], default=lambda sha, body: Reply.verbalized(scores.get(sha, 0.99)), **kwargs
+        models=["fake-judge"], default=lambda body: Reply.verbalized(scores.get(image_sha256(body), 0.99)), **kwargs
     )
 
 

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_openai_server import FakeOpenAIServer, Reply
 from PIL import Image
-from vllm_server import FakeChatServer, error_reply, free_port, logprobs_reply
 
 from vlm_judge.score import COLUMNS, main
+from vlm_judge.server_process import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,9 +98,7 @@ def test_rerun_skips_done_images_and_retries_failed_ones(server, tmp_path):
     folder = tmp_path / "gens"
     names = make_images(folder, [51, 102, 153])
     output = tmp_path / "preds.csv"
-    server.script = [
-        error_reply(503, "overloaded")
-    ] * 2  # the first image to be sent fails twice (= gives up)
+    server.queue = [Reply.error(503, "overloaded")] * 2  # the first image to be sent fails twice (= gives up)
     assert (
         main(
             [
@@ -149,9 +148,9 @@ def test_kill_mid_run_then_resume_loses_nothing(tmp_path):
     folder = tmp_path / "gens"
     names = make_images(folder, [10 * i for i in range(12)])
     output = tmp_path / "preds.csv"
-    slow = logprobs_reply(0.5)
+    slow = Reply.yes_no(0.5)
     slow.delay = 0.25
-    with FakeChatServer(responder=lambda body: slow) as server:
+    with FakeOpenAIServer(default=slow) as server:
         command = [
             sys.executable,
             "-m",

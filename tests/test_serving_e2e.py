@@ -16,13 +16,13 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from vllm_server import JudgeServer
 
 from vlm_judge import serve
 from vlm_judge.client import JudgeClient, fetch_answer_token_ids
 from vlm_judge.images import to_data_url
 from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, load_model, load_processor, pixel_bounds, score_images
 from vlm_judge.protocol import image_only_messages, load_prompt, openai_messages, p_defect_from_top_logprobs
+from vlm_judge.server_process import JudgeServer
 
 BASE, LORA = "defect-judge-base", "defect-judge"
 
