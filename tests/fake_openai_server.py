@@ -25,7 +25,7 @@ Replies:
 Recorded: ``bodies`` (every chat request's JSON, ``chat_requests`` their count), ``received[sha]`` (chat requests
 that arrived) and ``answered[sha]`` (answered with 200). ``hold_after=N`` answers the first N chat requests and
 holds every later one until ``release()``; ``abort_held()`` drops the held ones without an answer (as if the
-caller had died): the kill-and-resume tests use it to kill a harness with requests in flight.
+caller had died); ``kill_when_held`` SIGKILLs a harness with requests in flight (the kill-and-resume tests).
 
     with FakeOpenAIServer(models=["gpt-5.1"], default=Reply.verbalized(0.3)) as server:
         server.script[sha] = [Reply.error(500), Reply.verbalized(0.9)]
@@ -40,12 +40,16 @@ import hashlib
 import io
 import json
 import math
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -225,6 +229,24 @@ class FakeOpenAIServer:
         self.hold_after = None
         self._aborted.set()
         self._released.set()
+
+    def kill_when_held(
+        self, process: subprocess.Popen, records: Path, n_records: int, timeout: float = 180
+    ) -> None:
+        """SIGKILL ``process`` (a harness scoring against this server with ``hold_after=n_records``) once its
+        ``n_records`` answered items are lines of ``records`` and its next requests are held in flight; then drop
+        the held requests, which die with their caller unanswered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            lines = records.read_text().splitlines() if records.exists() else []
+            in_flight = sum(self.received.values()) - self.total_answered
+            if len(lines) == n_records and in_flight > 0:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        self.abort_held()
 
     def _admit(self, body: dict[str, Any]) -> str:
         """Record a chat request; returns its image's sha256 ("" without one)."""

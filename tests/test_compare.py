@@ -4,11 +4,8 @@ malformed answers, refusals, 429/500, skipped judges, the results cache, kill-an
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -336,18 +333,7 @@ def test_kill_and_resume_queries_no_item_twice_and_loses_none(tmp_path, dataset)
         ]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         cache_file = out / "cache" / "fake-gpt.jsonl"
-        deadline = time.monotonic() + 180
-        # Wait until every answered item is on disk and the next requests are held in flight, then SIGKILL.
-        while time.monotonic() < deadline and proc.poll() is None:
-            lines = cache_file.read_text().splitlines() if cache_file.exists() else []
-            in_flight = sum(server.received.values()) - server.total_answered
-            if len(lines) == answered_before_kill and in_flight > 0:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        server.abort_held()  # the held requests die with their caller: never answered
+        server.kill_when_held(proc, cache_file, answered_before_kill)
         killed_in_flight = sum(server.received.values()) - server.total_answered
         assert server.total_answered == answered_before_kill and killed_in_flight >= 1
         assert not (out / "report.md").exists()

@@ -5,11 +5,8 @@ drift against the baseline, kill-and-resume, one cache with eval.compare, and ev
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -206,17 +203,7 @@ def test_kill_resume_and_one_cache_with_compare(tmp_path, renders):
         cmd = [sys.executable, "-m", "eval.sbs", *_args(root, config, out)]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         cache_file = out / "cache" / "fake-judge.jsonl"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            lines = cache_file.read_text().splitlines() if cache_file.exists() else []
-            in_flight = sum(server.received.values()) - server.total_answered
-            if len(lines) == answered_before_kill and in_flight > 0:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        server.abort_held()
+        server.kill_when_held(proc, cache_file, answered_before_kill)
         killed_in_flight = sum(server.received.values()) - server.total_answered
         assert server.total_answered == answered_before_kill and killed_in_flight >= 1
         assert not (out / "sbs.md").exists()
