@@ -74,7 +74,9 @@ def _sft_config(tmp_path, **overrides):
     return SFTConfig(**fields)
 
 
-def _trainer(tiny_model_dir, processor, judge_data, tmp_path, *, model_args=None, script_args=None, **config):
+def _trainer(
+    tiny_model_dir, processor, judge_data, tmp_path, *, model_args=None, script_args=None, group_by=None, **config
+):
     from trl import ModelConfig
 
     from vlm_judge.training import (
@@ -97,6 +99,7 @@ def _trainer(tiny_model_dir, processor, judge_data, tmp_path, *, model_args=None
         train_dataset=prepare_split(judge_data["train"]),
         processing_class=processor,
         peft_config=peft_config,
+        group_by=group_by,
     )
 
 
@@ -412,3 +415,52 @@ def test_loaded_model_scores_like_the_trained_one(tiny_model_dir, processor, jud
     reloaded = load_model(tmp_path / "saved", dtype="float32")
     got = score_images(reloaded, load_processor(tmp_path / "saved"), images)
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+def test_grouped_sampler_orders_whole_prompts_by_seed():
+    from itertools import groupby
+
+    from vlm_judge.training.trainer import GroupedSampler
+
+    prompts = [f"p{i % 7}" for i in range(40)]  # a prompt's rows are scattered through the table
+    sampler = GroupedSampler(prompts, seed=3)
+    epochs = [list(sampler), list(sampler)]
+    for order in epochs:
+        assert len(sampler) == 40 and sorted(order) == list(range(40))  # every row once per epoch
+        runs = [prompt for prompt, _ in groupby(prompts[i] for i in order)]
+        assert sorted(runs) == sorted(set(prompts))  # each prompt's rows come as one run
+    assert epochs[0] != epochs[1]  # a new order each epoch
+    assert list(GroupedSampler(prompts, seed=3)) == epochs[0]  # the same seed, the same order
+    assert list(GroupedSampler(prompts, seed=4)) != epochs[0]
+
+
+def test_group_batches_by_prompt_puts_every_system_of_a_prompt_in_one_batch(
+    tiny_model_dir, processor, judge_data, tmp_path
+):
+    from collections import Counter
+
+    from vlm_judge.training.trainer import GroupedSampler
+
+    trainer = _trainer(tiny_model_dir, processor, judge_data, tmp_path, group_by="prompt_id")
+    prompts = list(trainer.train_dataset["prompt_id"])
+    sizes = Counter(prompts)
+    assert set(sizes.values()) == {2}  # two systems per prompt: a batch of 4 holds two whole prompts
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, GroupedSampler)
+    batches = list(torch.utils.data.BatchSampler(sampler, trainer.args.per_device_train_batch_size, False))
+    for batch in batches:
+        assert all(n == sizes[prompt] for prompt, n in Counter(prompts[i] for i in batch).items()), batch
+    assert sorted(i for batch in batches for i in batch) == list(range(len(prompts)))
+    assert not isinstance(_trainer(tiny_model_dir, processor, judge_data, tmp_path)._get_train_sampler(), GroupedSampler)
+
+
+def test_max_train_samples_keeps_the_first_rows(judge_data):
+    from vlm_judge.training import prepare_split
+
+    train = judge_data["train"]
+    limited = prepare_split(train, 5)
+    assert len(limited) == 5 and limited["prompt_id"] == train["prompt_id"][:5]
+    assert len(prepare_split(train, 10_000)) == len(prepare_split(train)) == len(train)
