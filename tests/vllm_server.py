@@ -29,7 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from vlm_judge.server_process import READY_MARK, JudgeServer, free_port, running_judge_server  # noqa: F401
+from vlm_judge.server_process import READY_MARK, JudgeServer, running_judge_server  # noqa: F401
+from vlm_judge.vllm_command import free_port  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,6 @@
 from vlm_judge.judges.endpoint import (
     EndpointError,
     ModelNotServedError,
-    auth_headers,
     fetch_answer_token_id_groups,
     fetch_answer_token_ids,
     probe,
@@ -18,7 +17,6 @@ __all__ = [
     "JudgeSpecError",
     "JudgeUnavailable",
     "ModelNotServedError",
-    "auth_headers",
     "fetch_answer_token_id_groups",
     "fetch_answer_token_ids",
     "probe",
