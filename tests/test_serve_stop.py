@@ -1,4 +1,4 @@
-"""The launcher's stop and its exit codes (vlm_judge.vllm_process.stop / stop_exit_code), on stand-in child processes.
+"""The launcher's stop and its exit codes (vlm_judge.vllm_process: stop / stop_exit_code), on stand-in children.
 
 The real vLLM stop under load is tests/test_serving_e2e.py's last test; these cover the three outcomes that one
 cannot provoke on demand: a child that exits on SIGTERM, one that ignores it (killed after the grace, with the
@@ -63,7 +63,8 @@ def test_a_child_failing_while_stopping_and_a_second_signal_have_their_own_codes
     result = vllm_process.stop(child, signal.SIGTERM, grace=60)
     assert result.code == 7 and not result.killed
     assert vllm_process.stop_exit_code(result) == vllm_process.EXIT_VLLM_FAILED == 3
-    assert vllm_process.stop_exit_code(vllm_process.StopResult(-signal.SIGKILL, 0.1, False), signals_killed=True) == 4
+    second_signal = vllm_process.StopResult(-signal.SIGKILL, 0.1, False)
+    assert vllm_process.stop_exit_code(second_signal, signals_killed=True) == 4
 
 
 def test_help_documents_the_exit_codes(capsys):
