@@ -27,11 +27,7 @@ Pairwise accuracy (seed 001): over all pairs of images of the same prompt whose 
 where the judge gives the defective image the higher p_defect (ties count 1/2); CI by bootstrap over prompts.
 
 The label-free SbS (``python -m eval.sbs``, the CLI lives in eval/sbs_cli.py) runs the same ``side_tests`` on the
-judge's scores and adds, per pair: per-prompt wins/ties/losses, a percentile-bootstrap CI of the mean difference
-over prompts (scipy.stats.bootstrap), and planning numbers (``POWER_METHOD``, ``MDE_METHOD``): the prompts
-needed for 80 % power and the minimum detectable effect at the prompts given. Both are simulated by
-resampling the observed per-prompt differences and testing each replicate with ``paired_test`` itself, so they
-hold for exactly the test (ties, zeros, the exact sign-test branch) that gives the verdict.
+judge's scores and adds the per-pair planning numbers of eval/sbs_power.py.
 """
 
 from __future__ import annotations
@@ -307,101 +303,6 @@ def sbs_report(
         "pairs": [p.row() for p in pairs],
         "pairwise": pairwise_accuracy(frame, score, n_boot=n_boot, seed=seed),
     }
-
-
-# ---------------------------------------------------------------------------------------------- planning
-
-POWER = 0.8
-POWER_METHOD = (
-    "Noether's (1987) normal approximation for the Wilcoxon signed-rank test: n = (z[1-alpha/2] + z[power])^2 "
-    "/ (3 (p' - 1/2)^2), p' = P(d_i + d_j > 0) estimated from the observed per-prompt differences (all pairs "
-    "i < j, ties 1/2); under holm, alpha/m (Bonferroni over the m pairs, conservative); at least 6 prompts"
-)
-MDE_METHOD = (
-    "the same formula solved for a shift delta of the centred observed differences at the observed number of "
-    "prompts: the smallest |mean difference| with 80 % power (undefined below ~11 prompts, where even p' = 1 "
-    "is not enough for the approximation)"
-)
-MIN_PROMPTS = 6  # fewer prompts can never reach p < 0.05 with the exact sign test
-
-
-def wins_ties_losses(diffs: np.ndarray) -> dict[str, int]:
-    """Per-prompt outcomes of A vs B from d = score(A) - score(B): A wins when its score is lower."""
-    d = np.asarray(diffs, dtype=float)
-    d = d[np.isfinite(d)]
-    return {
-        "a_wins": int((d < -TIE_TOLERANCE).sum()),
-        "ties": int((np.abs(d) <= TIE_TOLERANCE).sum()),
-        "b_wins": int((d > TIE_TOLERANCE).sum()),
-    }
-
-
-def bootstrap_mean_ci(
-    diffs: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> list[float]:
-    """Percentile-bootstrap CI of the mean per-prompt difference, resampling prompts (scipy.stats.bootstrap);
-    [nan, nan] with fewer than 2 prompts or n_boot = 0."""
-    d = _finite(diffs)
-    if n_boot <= 0 or d.size < 2:
-        return [math.nan, math.nan]
-    if np.ptp(d) == 0:
-        return [float(d[0]), float(d[0])]  # every resample has the same mean
-    result = stats.bootstrap(
-        (d,),
-        np.mean,
-        n_resamples=n_boot,
-        confidence_level=level,
-        method="percentile",
-        vectorized=True,
-        rng=np.random.default_rng(seed),
-    )
-    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
-
-
-def _finite(diffs: np.ndarray) -> np.ndarray:
-    d = np.asarray(diffs, dtype=float)
-    return d[np.isfinite(d)]
-
-
-def _walsh_sums(d: np.ndarray) -> np.ndarray:
-    i, j = np.triu_indices(d.size, k=1)
-    return d[i] + d[j]
-
-
-def _z_total(alpha: float, power: float) -> float:
-    return float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
-
-
-def prompts_for_power(diffs: np.ndarray, *, alpha: float = ALPHA, power: float = POWER) -> int | None:
-    """Prompts at which the observed effect is significant with ``power`` (POWER_METHOD); None when the
-    differences have no direction (p' = 1/2)."""
-    d = _finite(diffs)
-    if d.size < 2:
-        return None
-    sums = _walsh_sums(d)
-    p_prime = float((sums > 0).mean() + 0.5 * (sums == 0).mean())
-    if abs(p_prime - 0.5) < TIE_TOLERANCE:
-        return None
-    n = _z_total(alpha, power) ** 2 / (3 * (p_prime - 0.5) ** 2)
-    return max(MIN_PROMPTS, math.ceil(n - 1e-9))
-
-
-def minimum_detectable_effect(
-    diffs: np.ndarray, *, alpha: float = ALPHA, power: float = POWER
-) -> float | None:
-    """Smallest |mean difference| detectable with ``power`` at the observed number of prompts (MDE_METHOD);
-    None when the differences have no spread or the prompts are too few for any effect."""
-    d = _finite(diffs)
-    if d.size < 2 or np.ptp(d) == 0:
-        return None
-    target = 0.5 + _z_total(alpha, power) / math.sqrt(3 * d.size)  # the p' the prompts given need
-    if target > 1:
-        return None
-    # p'(delta) = P(c_i + c_j + 2 delta > 0) over the centred differences c: the smallest delta with at least
-    # ceil(target * M) of the M pair sums above -2 delta.
-    sums = np.sort(_walsh_sums(d - d.mean()))
-    k = math.ceil(target * sums.size - 1e-9)
-    return max(0.0, float(-sums[sums.size - k]) / 2)
 
 
 if __name__ == "__main__":  # python -m eval.sbs: the label-free SbS command (eval/sbs_cli.py)

@@ -8,26 +8,24 @@ guard and the methods.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from .report import _num, _pct, _save, _table, jsonable
+from .formatting import num, pct, table, write_json
+from .plots import write_sbs_plots
 
-PLOTS = {"distribution": "distribution.png", "differences": "differences.png"}
 SCORE_COLUMNS = ["image", "system", "prompt_id", "p_defect", "error"]
 
 
 def _signed(value: Any, digits: int = 4) -> str:
-    text = _num(value, digits)
+    text = num(value, digits)
     return text if text == "–" or text.startswith("-") else f"+{text}"
 
 
 def _p(value: Any) -> str:
-    return "<0.0001" if isinstance(value, float) and 0 <= value < 1e-4 else _num(value, 4)
+    return "<0.0001" if isinstance(value, float) and 0 <= value < 1e-4 else num(value, 4)
 
 
 def _count(value: int | None, none: str) -> str:
@@ -68,12 +66,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             row.append(_verdict_text(pair["assessors"], numbers=True))
         row += [
             str(pair["n_prompts"]),
-            f"{_num(pair['mean_p_defect_a'], 4)} / {_num(pair['mean_p_defect_b'], 4)}",
+            f"{num(pair['mean_p_defect_a'], 4)} / {num(pair['mean_p_defect_b'], 4)}",
             f"{_signed(pair['judge']['mean_diff'])} [{_signed(ci[0])}, {_signed(ci[1])}]",
             _p(pair["judge"]["p_value"]),
         ]
         rows.append(row)
-    lines += ["## Verdicts", "", _table(header, rows), ""]
+    lines += ["## Verdicts", "", table(header, rows), ""]
     if labels:
         agree = sum(bool(p.get("assessors_agree")) for p in pairs)
         lines += [
@@ -91,19 +89,19 @@ def render_markdown(results: dict[str, Any]) -> str:
             [
                 f"{pair['system_a']} vs {pair['system_b']}",
                 f"{pair['a_wins']} / {pair['ties']} / {pair['b_wins']}",
-                f"{_pct(pair['defect_rate_a'])} / {_pct(pair['defect_rate_b'])}",
+                f"{pct(pair['defect_rate_a'])} / {pct(pair['defect_rate_b'])}",
                 _count(needed, "– (no direction)"),
-                "–" if pair["judge"]["significant"] or mde is None else _num(mde, 4),
+                "–" if pair["judge"]["significant"] or mde is None else num(mde, 4),
             ]
         )
     lines += [
         "## Planning the next SbS",
         "",
-        _table(
+        table(
             [
                 "A vs B",
                 "prompts A wins / ties / B wins",
-                f"defect rate A / B (p ≥ {_num(threshold)})",
+                f"defect rate A / B (p ≥ {num(threshold)})",
                 "prompts for 80 % power at the observed effect",
                 "min. detectable |Δ| with these prompts (non-significant pairs)",
             ],
@@ -121,27 +119,27 @@ def render_markdown(results: dict[str, Any]) -> str:
             str(s["n_images"]),
             str(s["n_prompts"]),
             f"{s['n_scored']} / {s['n_failed']}",
-            _num(s["mean_p_defect"], 4),
-            _pct(s["defect_rate"]),
+            num(s["mean_p_defect"], 4),
+            pct(s["defect_rate"]),
         ]
         for name, s in results["systems"].items()
     ]
     lines += [
         "## Systems",
         "",
-        _table(
+        table(
             [
                 "system",
                 "images",
                 "prompts",
                 "scored / failed",
                 "mean p_defect",
-                f"defect rate (p ≥ {_num(threshold)})",
+                f"defect rate (p ≥ {num(threshold)})",
             ],
             system_rows,
         ),
         "",
-        f"Threshold {_num(threshold, 4)}: {settings['threshold_source']}.",
+        f"Threshold {num(threshold, 4)}: {settings['threshold_source']}.",
         "",
     ]
 
@@ -160,9 +158,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             drift_rows.append(
                 [
                     name,
-                    f"{_num(d['psi'])} ({'**drift**' if d['drift'] else 'no drift'})",
-                    f"{_num(d['ks_statistic'])} (p={_p(d['ks_p_value'])})",
-                    _num(d["js_distance"]),
+                    f"{num(d['psi'])} ({'**drift**' if d['drift'] else 'no drift'})",
+                    f"{num(d['ks_statistic'])} (p={_p(d['ks_p_value'])})",
+                    num(d["js_distance"]),
                     _signed(d["mean_shift"]),
                     _signed(d["quantile_shift"]["q50"]),
                     _signed(d["quantile_shift"]["q90"]),
@@ -171,7 +169,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [
             f"Each system's p_defect distribution against `{drift['baseline']}` (eval.drift; {rule or 'PSI > 0.2'}).",
             "",
-            _table(
+            table(
                 ["system", "PSI", "KS", "Jensen-Shannon", "mean shift", "median shift", "q90 shift"],
                 drift_rows,
             ),
@@ -200,61 +198,14 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_plots(scored: pd.DataFrame, results: dict[str, Any], output: Path) -> dict[str, str]:
-    """p_defect distribution per system; per-prompt differences A − B per pair (sorted, with the mean)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display anywhere this runs
-    import matplotlib.pyplot as plt
-
-    from .sbs import pair_differences
-
-    valid = scored[scored["p_defect"].notna()]
-    if valid.empty:
-        return {}
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    bins = np.linspace(0, 1, 21)
-    for system in results["dataset"]["systems"]:
-        values = valid.loc[valid["system"] == system, "p_defect"]
-        ax.hist(
-            values,
-            bins=bins,
-            histtype="step",
-            lw=1.6,
-            label=f"{system} (n={len(values)}, mean {_num(values.mean())})",
-        )
-    ax.set(xlabel="p_defect", ylabel="images", title="p_defect per system", xlim=(0, 1))
-    ax.legend(fontsize=8)
-    _save(fig, output / PLOTS["distribution"])
-
-    pairs = results["pairs"]
-    fig, axes = plt.subplots(len(pairs), 1, figsize=(6, 2.4 * len(pairs)), squeeze=False)
-    for ax, pair in zip(axes[:, 0], pairs, strict=True):
-        d = np.sort(pair_differences(valid, "p_defect", pair["system_a"], pair["system_b"]).to_numpy())
-        colours = np.where(d > 0, "tab:blue", np.where(d < 0, "tab:orange", "grey"))
-        ax.bar(np.arange(d.size), d, color=colours, width=1.0)
-        ax.axhline(float(d.mean()) if d.size else 0.0, color="black", lw=1, ls="--", label="mean")
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set(
-            title=f"{pair['system_a']} − {pair['system_b']}: {pair['judge']['verdict']}",
-            xlabel="prompts (sorted)",
-            ylabel="Δ p_defect",
-        )
-        ax.legend(fontsize=8, loc="upper left")
-    _save(fig, output / PLOTS["differences"])
-    return dict(PLOTS)
-
-
 def write_sbs_report(results: dict[str, Any], scored: pd.DataFrame, output: str | Path) -> dict[str, Path]:
     """Write scores.csv, the plots, sbs.json and sbs.md into ``output``; return their paths."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     scored[SCORE_COLUMNS].to_csv(output / "scores.csv", index=False)
-    plots = write_plots(scored, results, output)
+    plots = write_sbs_plots(scored, results, output)
     results = {**results, "plots": plots}
-    (output / "sbs.json").write_text(
-        json.dumps(jsonable(results), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    write_json(output / "sbs.json", results)
     (output / "sbs.md").write_text(render_markdown(results), encoding="utf-8")
     paths = {"report": output / "sbs.md", "json": output / "sbs.json", "scores": output / "scores.csv"}
     paths.update({key: output / name for key, name in plots.items()})

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from eval import sbs as S
+from eval import sbs_power as P
 
 
 def _frame(n_prompts: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -194,17 +195,17 @@ def test_side_tests_is_the_sbs_pairs_code_path():
 
 def test_wins_ties_losses_and_bootstrap_ci():
     d = np.array([-0.3, -0.1, 0.0, 1e-12, 0.2, 0.4, 0.5])
-    assert S.wins_ties_losses(d) == {"a_wins": 2, "ties": 2, "b_wins": 3}
+    assert P.wins_ties_losses(d) == {"a_wins": 2, "ties": 2, "b_wins": 3}
     rng = np.random.default_rng(0)
     sample = rng.normal(0.1, 0.2, 60)
-    lo, hi = S.bootstrap_mean_ci(sample, 2000, seed=1)
+    lo, hi = P.bootstrap_mean_ci(sample, 2000, seed=1)
     assert lo < sample.mean() < hi
     # The percentile interval is close to the normal one, mean +- 1.96 SE, at n = 60.
     se = sample.std(ddof=1) / math.sqrt(sample.size)
     assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
-    assert S.bootstrap_mean_ci(sample, 2000, seed=1) == [lo, hi]  # seeded
-    assert all(math.isnan(v) for v in S.bootstrap_mean_ci(sample[:1]))
-    assert S.bootstrap_mean_ci(np.zeros(5)) == [0.0, 0.0]
+    assert P.bootstrap_mean_ci(sample, 2000, seed=1) == [lo, hi]  # seeded
+    assert all(math.isnan(v) for v in P.bootstrap_mean_ci(sample[:1]))
+    assert P.bootstrap_mean_ci(np.zeros(5)) == [0.0, 0.0]
 
 
 def _power(diffs: np.ndarray, n: int, shift: float = 0.0, sims: int = 300, seed: int = 0) -> float:
@@ -221,23 +222,23 @@ def _power(diffs: np.ndarray, n: int, shift: float = 0.0, sims: int = 300, seed:
 
 def test_prompts_for_power_and_mde_hold_for_the_real_test():
     d = np.random.default_rng(2).normal(0.08, 0.2, 40)
-    n = S.prompts_for_power(d)
+    n = P.prompts_for_power(d)
     assert 20 < n < 200
     # Noether's n gives ~80 % power to the real test (the approximation errs a few points on the safe side).
     assert 0.72 <= _power(d, n) <= 0.92
     assert _power(d, n // 2) < 0.7
-    mde = S.minimum_detectable_effect(d)
+    mde = P.minimum_detectable_effect(d)
     centred = d - d.mean()
     assert 0.72 <= _power(centred, d.size, shift=mde) <= 0.92
     assert _power(centred, d.size, shift=mde / 2) < 0.6
     # A larger effect needs fewer prompts; more prompts detect smaller effects; stricter alpha needs more.
-    assert S.prompts_for_power(d + 0.1) < n and S.prompts_for_power(d, alpha=0.01) > n
-    assert S.minimum_detectable_effect(np.r_[d, d]) < mde
+    assert P.prompts_for_power(d + 0.1) < n and P.prompts_for_power(d, alpha=0.01) > n
+    assert P.minimum_detectable_effect(np.r_[d, d]) < mde
     # Degenerate inputs: no direction, no spread, too few prompts.
-    assert S.prompts_for_power(np.array([0.1, -0.1, 0.2, -0.2])) is None
-    assert S.minimum_detectable_effect(np.zeros(30)) is None
-    assert S.minimum_detectable_effect(d[:8]) is None
+    assert P.prompts_for_power(np.array([0.1, -0.1, 0.2, -0.2])) is None
+    assert P.minimum_detectable_effect(np.zeros(30)) is None
+    assert P.minimum_detectable_effect(d[:8]) is None
     # Every difference the same way (p' = 1): the formula's floor, (z_0.975 + z_0.8)^2 / 0.75 -> 11 prompts.
-    assert S.prompts_for_power(np.ones(3)) == math.ceil(
+    assert P.prompts_for_power(np.ones(3)) == math.ceil(
         (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) ** 2 / 0.75
     )

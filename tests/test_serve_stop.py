@@ -1,4 +1,4 @@
-"""The launcher's stop and its exit codes (vlm_judge.serve.stop / stop_exit_code), on stand-in child processes.
+"""The launcher's stop and its exit codes (vlm_judge.vllm_process: stop / stop_exit_code), on stand-in children.
 
 The real vLLM stop under load is tests/test_serving_e2e.py's last test; these cover the three outcomes that one
 cannot provoke on demand: a child that exits on SIGTERM, one that ignores it (killed after the grace, with the
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from vlm_judge import serve
+from vlm_judge import serve, vllm_process
 
 
 def spawn(code: str) -> subprocess.Popen:
@@ -36,9 +36,9 @@ def group_gone(pgid: int) -> bool:
 
 def test_a_child_that_exits_on_sigterm_is_stopped_on_request():
     child = spawn("import time; print('ready', flush=True); time.sleep(600)")
-    result = serve.stop(child, signal.SIGTERM, grace=60)
+    result = vllm_process.stop(child, signal.SIGTERM, grace=60)
     assert result.code == -signal.SIGTERM and not result.killed
-    assert serve.stop_exit_code(result) == serve.EXIT_STOPPED == 0
+    assert vllm_process.stop_exit_code(result) == vllm_process.EXIT_STOPPED == 0
 
 
 def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace():
@@ -49,9 +49,9 @@ def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace()
         "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']); "
         "print('ready', flush=True); time.sleep(600)"
     )
-    result = serve.stop(child, signal.SIGTERM, grace=0.5)
+    result = vllm_process.stop(child, signal.SIGTERM, grace=0.5)
     assert result.killed and result.code == -signal.SIGKILL
-    assert serve.stop_exit_code(result) == serve.EXIT_KILLED == 4
+    assert vllm_process.stop_exit_code(result) == vllm_process.EXIT_KILLED == 4
     assert group_gone(child.pid)  # stop() waits until the SIGKILLed group is reaped
 
 
@@ -60,10 +60,11 @@ def test_a_child_failing_while_stopping_and_a_second_signal_have_their_own_codes
         "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); "
         "print('ready', flush=True); time.sleep(600)"
     )
-    result = serve.stop(child, signal.SIGTERM, grace=60)
+    result = vllm_process.stop(child, signal.SIGTERM, grace=60)
     assert result.code == 7 and not result.killed
-    assert serve.stop_exit_code(result) == serve.EXIT_VLLM_FAILED == 3
-    assert serve.stop_exit_code(serve.StopResult(-signal.SIGKILL, 0.1, False), signals_killed=True) == 4
+    assert vllm_process.stop_exit_code(result) == vllm_process.EXIT_VLLM_FAILED == 3
+    second_signal = vllm_process.StopResult(-signal.SIGKILL, 0.1, False)
+    assert vllm_process.stop_exit_code(second_signal, signals_killed=True) == 4
 
 
 def test_help_documents_the_exit_codes(capsys):

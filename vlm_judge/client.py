@@ -16,7 +16,7 @@ Settings are the fields of vlm_judge.judges.JudgeSpec, as keywords or as a spec.
   drop response_format for that request and every later one (the prompt asks for JSON, the parser is strict),
   logged once. No temperature or max_tokens is sent (reasoning models reject them; use `extra_body`).
 `endpoint="classify"` (`python -m vlm_judge.serve --mode classify`): one /classify request per image, p_defect the
-share of the defect-word labels (same rule, see serve.py), through the SDK's generic post (same retries, errors).
+share of the defect-word labels (same rule, see vllm_command.py), through the SDK's generic post (same retries, errors).
 
 Failure policy: a per-item failure never raises; it becomes JudgeResult.error ("Kind: message") with the kind in
 JudgeResult.error_kind (vlm_judge.judges.answers). Retries are the openai SDK's (`max_retries`; exponential backoff

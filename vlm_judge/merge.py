@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from vlm_judge.judge_metadata import METADATA_FILE
 from vlm_judge.training.metadata import (
-    METADATA_FILE,
     TRAINING_FILE,
     git_commit,
     now_iso,

@@ -19,7 +19,7 @@ Conventions (eval's report repeats them):
 ROC-AUC, average precision, Brier, ECE and the threshold metrics are numpy (ROC-AUC through
 scipy.stats.rankdata) rather than sklearn calls because eval's bootstrap evaluates them 1000 times per judge:
 sklearn's input validation costs ~1 ms a call, these ~20-50 us. tests/test_metrics.py checks each against
-sklearn on fixed data. Plot curves come from sklearn directly (eval/report.py).
+sklearn on fixed data. Plot curves come from sklearn directly (eval/plots.py).
 """
 
 from __future__ import annotations

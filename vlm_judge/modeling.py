@@ -38,6 +38,28 @@ def visual_tokens(height: int, width: int, min_pixels: int, max_pixels: int) -> 
     return (h // PATCH_FACTOR) * (w // PATCH_FACTOR)
 
 
+def max_visual_tokens(max_pixels: int) -> int:
+    """Visual tokens of the largest image ``max_pixels`` allows (after the 2x2 merge)."""
+    return max_pixels // (PATCH_FACTOR * PATCH_FACTOR)
+
+
+def max_sequence_tokens(
+    processor: Any, prompt: JudgePrompt, *, answer: str | None = None, max_pixels: int | None = None
+) -> int:
+    """The longest judge sequence: the chat text (the prompt, then the answer turn when given, else the generation
+    prompt) with its one image placeholder token expanded to the visual tokens of the largest image ``max_pixels``
+    (default: the processor's bound) allows. Training checks max_length against it; the server's
+    --max-model-len is built from it."""
+    if max_pixels is None:
+        _, max_pixels = pixel_bounds(processor)
+    if answer is None:
+        text = processor.apply_chat_template(hf_messages(prompt), add_generation_prompt=True, tokenize=False)
+    else:
+        text = processor.apply_chat_template(hf_messages(prompt, answer), tokenize=False)
+    text_tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return text_tokens - 1 + max_visual_tokens(max_pixels)
+
+
 def load_processor(
     name_or_path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None, **kwargs: Any
 ):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,14 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vlm_judge.vllm_command import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_MARK = "vlm_judge.serve: ready at "
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class JudgeServer:

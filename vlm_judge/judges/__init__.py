@@ -6,7 +6,6 @@ from vlm_judge.judges.backends import Judge, LocalJudge, make_judge
 from vlm_judge.judges.endpoint import (
     EndpointError,
     ModelNotServedError,
-    auth_headers,
     fetch_answer_token_id_groups,
     fetch_answer_token_ids,
     probe,
@@ -23,7 +22,6 @@ __all__ = [
     "JudgeUnavailable",
     "LocalJudge",
     "ModelNotServedError",
-    "auth_headers",
     "fetch_answer_token_id_groups",
     "fetch_answer_token_ids",
     "make_judge",

@@ -1,6 +1,5 @@
 """Talking to a judge's endpoint outside the scoring requests: one probe (is it up, does it take the key, does it
-serve the model), the server's answer-token ids (vLLM's /tokenize) and the one place a Bearer header is written
-for the plain-HTTP calls that do not go through the openai client (vlm_judge.serve's readiness and warm-up)."""
+serve the model; also vlm_judge.serve's readiness check) and the server's answer-token ids (vLLM's /tokenize)."""
 
 from __future__ import annotations
 
@@ -17,10 +16,6 @@ class EndpointError(ConnectionError):
 
 class ModelNotServedError(EndpointError):
     """The endpoint answers but does not list the model."""
-
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def server_root(base_url: str) -> str:

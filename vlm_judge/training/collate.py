@@ -19,7 +19,7 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from vlm_judge.images import load_image
-from vlm_judge.modeling import PATCH_FACTOR, pixel_bounds
+from vlm_judge.modeling import max_sequence_tokens, pixel_bounds
 from vlm_judge.protocol import JudgePrompt, hf_messages, load_prompt
 
 from .evaluation import UNTYPED
@@ -64,10 +64,7 @@ def max_sequence_length(processor: Any, prompt: JudgePrompt | None = None) -> in
     """Upper bound of a training sequence's length under the processor's pixel bounds: the visual tokens of the
     largest image the bounds allow plus the chat text. A max_length below this would cut image tokens."""
     prompt = prompt or load_prompt()
-    _, max_pixels = pixel_bounds(processor)
-    text = processor.apply_chat_template(hf_messages(prompt, prompt.clean_word), tokenize=False)
-    text_tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-    return text_tokens + max_pixels // (PATCH_FACTOR * PATCH_FACTOR)
+    return max_sequence_tokens(processor, prompt, answer=prompt.clean_word)
 
 
 def check_max_length(max_length: int | None, processor: Any, prompt: JudgePrompt | None = None) -> None:

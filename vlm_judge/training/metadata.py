@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 TRAINING_FILE = "judge_training.json"
-METADATA_FILE = "judge_metadata.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
