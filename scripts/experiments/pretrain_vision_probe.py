@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from corruptions import CLASSES, corrupt_regions
+from render_whiten import init_weights
 
 from vlm_judge.data.synthetic import make_scene, render_scene
 from vlm_judge.modeling import load_model, load_processor
@@ -34,17 +35,7 @@ m = str(tiny_model_dir({"min_pixels": S * S, "max_pixels": S * S, **json.loads(a
 proc = load_processor(m, min_pixels=S * S, max_pixels=S * S)
 model = load_model(m, dtype="float32")
 vis = model.model.visual.train()
-if a.gain:
-    with torch.no_grad():
-        for mod in vis.modules():
-            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv3d)):
-                mod.weight.normal_(0, a.gain / mod.weight[0].numel() ** 0.5)
-                if mod.bias is not None:
-                    mod.bias.zero_()
-if a.whiten:
-    from render_whiten import whitened_patch_embedding
-
-    whitened_patch_embedding(model, proc, a.whiten, a.whiten_eps)
+init_weights(model, proc, a.gain, a.whiten, a.whiten_eps)
 H = model.config.text_config.hidden_size
 head = torch.nn.Linear(H, len(CLASSES))
 opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=a.lr)

@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_learning import encode
+from render_whiten import init_weights
 
 from vlm_judge.data.synthetic import DEFECT_TYPES, applicable_defects, make_scene, render_generation
 from vlm_judge.modeling import build_judge_inputs, load_model, load_processor
@@ -54,18 +55,7 @@ proc = load_processor(m, min_pixels=S * S, max_pixels=S * S)
 prompt = load_prompt()
 yes, no = answer_token_ids(proc.tokenizer, prompt)
 model = load_model(m, dtype="float32").train()
-if a.gain and (not a.model):
-    for root in (model.model.visual, model.model.language_model.layers):
-        with torch.no_grad():
-            for mod in root.modules():
-                if isinstance(mod, (torch.nn.Linear, torch.nn.Conv3d)):
-                    mod.weight.normal_(0, a.gain / mod.weight[0].numel() ** 0.5)
-                    if mod.bias is not None:
-                        mod.bias.zero_()
-if a.whiten:
-    from render_whiten import whitened_patch_embedding
-
-    whitened_patch_embedding(model, proc, a.whiten, a.whiten_eps)
+init_weights(model, proc, a.gain and not a.model, a.whiten, a.whiten_eps)
 vt = pd.read_csv(Path(a.val_data) / "labels.csv")
 va = vt[vt.split == "validation"].reset_index(drop=True)
 vax, grid, ids, mask, mm = encode(proc, prompt, [str(Path(a.val_data) / p) for p in va.image])

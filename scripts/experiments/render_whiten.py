@@ -25,3 +25,14 @@ def whitened_patch_embedding(model, processor, scenes: int, eps: float, seed: in
     print(f"whitened patch embedding from {len(x)} patches: kept {int(keep.sum())} directions, output std {z.std():.2f}")
     with torch.no_grad():
         proj.weight.copy_(weight.reshape(proj.weight.shape).to(proj.weight.dtype))
+
+
+def init_weights(model, processor, gain: float, whiten: int, eps: float) -> None:
+    """The probes' re-initialisation: fan-in init (vision tower + LM layers) at ``gain``, then the whitened patch
+    embedding from ``whiten`` clean scenes (0: off)."""
+    from vlm_judge.tiny_model import fan_in_init
+
+    if gain:
+        fan_in_init(model, gain)
+    if whiten:
+        whitened_patch_embedding(model, processor, whiten, eps)
