@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -41,26 +40,17 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from vlm_judge.metrics import latency_stats  # noqa: E402 (after the path set-up)
+
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q
-    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def latency_stats(latencies_ms: list[float]) -> dict[str, float]:
-    return {
-        "mean": round(statistics.fmean(latencies_ms), 1) if latencies_ms else float("nan"),
-        "p50": round(percentile(latencies_ms, 0.50), 1),
-        "p95": round(percentile(latencies_ms, 0.95), 1),
-    }
+def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
+    """The library's latency statistics (vlm_judge.metrics), under this benchmark's short JSON keys."""
+    stats = latency_stats(latencies_ms)
+    return {key: round(stats[f"latency_{key}_ms"], 1) for key in ("mean", "p50", "p95")}
 
 
 # vLLM options measured on by --sweep (name -> extra vLLM flags); "off" is the default run every bench makes.
@@ -157,7 +147,7 @@ def bench_hf(model_dir: Path, images: list[str], warmup: str) -> tuple[dict, lis
         "images": len(images),
         "torch_threads": torch.get_num_threads(),
         "throughput_img_s": round(len(images) / elapsed, 3),
-        "latency_ms": latency_stats(latencies),
+        "latency_ms": latency_summary(latencies),
     }
     return result, scores
 
@@ -178,7 +168,7 @@ def bench_vllm(
         metrics_after = scrape_metrics(base_url)
     ok = [r for r in results if r.ok]
     failures = [r for r in results if not r.ok]
-    stats = latency_stats([r.latency_ms for r in ok if r.latency_ms is not None])
+    stats = latency_summary([r.latency_ms for r in ok if r.latency_ms is not None])
     cpu_ms = cpu * 1000 / len(results)
     return {
         "requests": len(results),
