@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm_judge import serve
+from vlm_judge import serve, vllm_command
 from vlm_judge.client import JudgeClient, fetch_answer_token_ids
 from vlm_judge.images import to_data_url
 from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, load_model, load_processor, pixel_bounds, score_images
@@ -128,6 +128,25 @@ def test_launcher_flags_fit_a_native_1024_judge(judge_dir, lora_dir, capsys):
     assert "--enable-lora" in command and flag("--max-lora-rank") == "8"
     assert flag("--lora-modules") == f"{LORA}={lora_dir.resolve()}" and flag("--served-model-name") == BASE
     assert shown["model"] == LORA and shown["url"].endswith("/v1")
+
+
+def test_launcher_gives_the_engine_every_core_of_a_small_cpu_machine(judge_dir, monkeypatch, capsys):
+    def shown_env(*flags):
+        assert serve.main(["--model", str(judge_dir), "--print-command", *flags]) == 0
+        return json.loads(capsys.readouterr().out)["env"]
+
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.setattr(vllm_command, "_has_cuda", lambda: False)
+    monkeypatch.setattr(vllm_command.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert shown_env()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"  # vLLM alone would keep 1 of the 2 cores idle
+    assert shown_env("--cpu-reserved-cores", "1")["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
+    monkeypatch.setattr(vllm_command.os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in shown_env()  # a big machine keeps vLLM's own binding
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "2")
+    monkeypatch.setattr(vllm_command.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in shown_env()  # the user's own setting is inherited unchanged
+    assert serve.main(["--model", str(judge_dir), "--print-command", "--cpu-reserved-cores", "-1"]) == 2
+    assert "--cpu-reserved-cores must be >= 0" in capsys.readouterr().err
 
 
 def test_launcher_reads_metadata_and_names_bad_input(judge_dir, tmp_path, capsys):

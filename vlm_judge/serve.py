@@ -102,7 +102,13 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.print_command:
         print(
             json.dumps(
-                {"command": serve_plan.command, "url": serve_plan.url, "model": serve_plan.served_model_name}
+                {
+                    "command": serve_plan.command,
+                    "url": serve_plan.url,
+                    "model": serve_plan.served_model_name,
+                    # what the launcher sets on top of the inherited environment
+                    "env": {k: v for k, v in serve_plan.env.items() if os.environ.get(k) != v},
+                }
             )
         )
         return 0
@@ -193,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default=None, help="vLLM --dtype (default: the checkpoint's, from config.json)"
     )
     parser.add_argument("--cpu-kv-cache-gib", type=int, default=1, help="VLLM_CPU_KVCACHE_SPACE unless set")
+    parser.add_argument(
+        "--cpu-reserved-cores",
+        type=int,
+        default=None,
+        help="on CPU, cores kept free of the engine's threads for the API server (VLLM_CPU_NUM_OF_RESERVED_CPU); "
+        "default: 0 on machines with <= 4 usable cores (the forward pass gets them all), else vLLM's own (1)",
+    )
     parser.add_argument("--compile", action="store_true", help="on CPU, let vLLM compile (slower start-up)")
     parser.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for readiness")
     parser.add_argument(
