@@ -46,6 +46,7 @@ ap.add_argument("--model", default=None)
 ap.add_argument("--save", default=None)
 ap.add_argument("--whiten", type=int, default=0, help="init the patch embedding from the whitened patch statistics of N clean scenes")
 ap.add_argument("--whiten-eps", type=float, default=1e-2)
+ap.add_argument("--vision-lr-mult", type=float, default=1.0, help="learning rate of the vision tower (merger excluded) x this")
 a = ap.parse_args()
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -59,7 +60,12 @@ init_weights(model, proc, a.gain and not a.model, a.whiten, a.whiten_eps)
 vt = pd.read_csv(Path(a.val_data) / "labels.csv")
 va = vt[vt.split == "validation"].reset_index(drop=True)
 vax, grid, ids, mask, mm = encode(proc, prompt, [str(Path(a.val_data) / p) for p in va.image])
-opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+vision = [p for n, p in model.named_parameters() if ".visual." in f".{n}" and ".merger." not in n]
+rest = [p for n, p in model.named_parameters() if not (".visual." in f".{n}" and ".merger." not in n)]
+opt = torch.optim.AdamW(
+    [{"params": vision, "lr": a.lr * a.vision_lr_mult}, {"params": rest, "lr": a.lr}], weight_decay=0.0
+)
+print(json.dumps({"vision_params": sum(p.numel() for p in vision), "rest_params": sum(p.numel() for p in rest)}))
 types = a.types.split(",")
 rng = np.random.default_rng(1000)
 
