@@ -128,7 +128,6 @@ def main(
             peft_config=peft_config,
             judge_prompt=prompt,
             group_by="prompt_id" if script_args.group_batches_by_prompt else None,
-            vision_tower_lr_scale=script_args.vision_tower_lr_scale,
         )
         fingerprint = dataset_fingerprint(script_args.dataset_dir)
         run.log_params(

@@ -75,16 +75,7 @@ def _sft_config(tmp_path, **overrides):
 
 
 def _trainer(
-    tiny_model_dir,
-    processor,
-    judge_data,
-    tmp_path,
-    *,
-    model_args=None,
-    script_args=None,
-    group_by=None,
-    vision_tower_lr_scale=1.0,
-    **config,
+    tiny_model_dir, processor, judge_data, tmp_path, *, model_args=None, script_args=None, group_by=None, **config
 ):
     from trl import ModelConfig
 
@@ -109,7 +100,6 @@ def _trainer(
         processing_class=processor,
         peft_config=peft_config,
         group_by=group_by,
-        vision_tower_lr_scale=vision_tower_lr_scale,
     )
 
 
@@ -221,9 +211,7 @@ def test_evaluation_reports_the_reference_scorers_metrics(tiny_model_dir, proces
     assert all(key.startswith("test_") for key in metrics if key != "epoch")
 
     scores = score_images(trainer.model, processor, list(split["image_path"]), batch_size=8)
-    reference = judge_metrics(
-        split["label"], scores, defects=split["defect"], soft_labels=split["soft_label"]
-    )
+    reference = judge_metrics(split["label"], scores, defects=split["defect"], soft_labels=split["soft_label"])
     got = {k.removeprefix("test_"): v for k, v in metrics.items() if k.removeprefix("test_") in reference}
     assert got.keys() == reference.keys() and sum(k.startswith("roc_auc_") for k in got) >= 2
     assert got == pytest.approx(reference, abs=1e-6)
@@ -276,44 +264,6 @@ def test_full_finetune_respects_frozen_vision_tower(tiny_model_dir, processor, j
     assert not {n for n in changed if "visual.blocks" in n or "patch_embed" in n}
     assert {n for n in changed if "visual.merger" in n}
     assert {n for n in changed if "language_model" in n}
-
-
-def test_vision_tower_lr_scale_moves_the_tower_that_much_faster(
-    tiny_model_dir, processor, judge_data, tmp_path
-):
-    script_args = _script_args(train_vision_tower=True, train_merger=True)
-    trainer = _trainer(
-        tiny_model_dir,
-        processor,
-        judge_data,
-        tmp_path,
-        script_args=script_args,
-        vision_tower_lr_scale=4.0,
-        max_steps=1,
-        learning_rate=1e-3,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-    )
-    before = _snapshot(trainer.model)
-    trainer.train()
-    after = _snapshot(trainer.model)
-    # Adam's first step moves every weight with a gradient by ~lr (m / sqrt(v) = +-1), so the largest move per
-    # part is its learning rate.
-    moved = {n: float((after[n] - before[n]).abs().max()) for n in before}
-    tower = [m for n, m in moved.items() if "visual.blocks" in n or "patch_embed" in n]
-    merger = [m for n, m in moved.items() if "visual.merger" in n]
-    language = [m for n, m in moved.items() if "language_model" in n]
-    assert max(tower) == pytest.approx(4e-3, rel=0.02)
-    assert max(merger) == pytest.approx(1e-3, rel=0.02) and max(language) == pytest.approx(1e-3, rel=0.02)
-    groups = trainer.optimizer.param_groups
-    assert sorted({g["lr"] for g in groups}) == pytest.approx([1e-3, 4e-3])
-    tower_params = {
-        id(p) for n, p in trainer.model.named_parameters() if "visual.blocks" in n or "patch_embed" in n
-    }
-    assert {id(p) for g in groups if g["lr"] > 2e-3 for p in g["params"]} == tower_params
-    with pytest.raises(ValueError, match="vision_tower_lr_scale must be > 0"):
-        _trainer(tiny_model_dir, processor, judge_data, tmp_path, vision_tower_lr_scale=0.0)
 
 
 def test_gradient_checkpointing_step(tiny_model_dir, processor, judge_data, tmp_path):
@@ -504,9 +454,7 @@ def test_group_batches_by_prompt_puts_every_system_of_a_prompt_in_one_batch(
     for batch in batches:
         assert all(n == sizes[prompt] for prompt, n in Counter(prompts[i] for i in batch).items()), batch
     assert sorted(i for batch in batches for i in batch) == list(range(len(prompts)))
-    assert not isinstance(
-        _trainer(tiny_model_dir, processor, judge_data, tmp_path)._get_train_sampler(), GroupedSampler
-    )
+    assert not isinstance(_trainer(tiny_model_dir, processor, judge_data, tmp_path)._get_train_sampler(), GroupedSampler)
 
 
 def test_max_train_samples_keeps_the_first_rows(judge_data):

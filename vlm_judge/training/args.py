@@ -86,13 +86,6 @@ class JudgeScriptArguments:
             "help": "Train the ViT blocks + patch embedding (full FT: unfreeze; LoRA: adapters on them)."
         },
     )
-    vision_tower_lr_scale: float = field(
-        default=1.0,
-        metadata={
-            "help": "The vision tower's learning rate is learning_rate x this (the merger and the LM keep "
-            "learning_rate): a from-scratch tower learns its features slower than the readout learns to use them."
-        },
-    )
     train_merger: bool = field(
         default=True,
         metadata={

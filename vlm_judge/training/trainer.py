@@ -35,7 +35,6 @@ from trl import SFTTrainer
 from vlm_judge.protocol import JudgePrompt, answer_token_ids, load_prompt, p_defect_from_logits
 
 from .evaluation import EVAL_TRUTH, JudgeMetrics
-from .model_setup import part_of
 
 
 def answer_loss_terms(
@@ -84,45 +83,15 @@ class JudgeSFTTrainer(SFTTrainer):
     defaults to JudgeMetrics over the collator's defect types, preprocess_logits_for_metrics to answer_scores."""
 
     def __init__(
-        self,
-        *args: Any,
-        judge_prompt: JudgePrompt | None = None,
-        group_by: str | None = None,
-        vision_tower_lr_scale: float = 1.0,
-        **kwargs: Any,
+        self, *args: Any, judge_prompt: JudgePrompt | None = None, group_by: str | None = None, **kwargs: Any
     ) -> None:
-        if vision_tower_lr_scale <= 0:
-            raise ValueError(f"vision_tower_lr_scale must be > 0, got {vision_tower_lr_scale}")
         self.group_by = group_by
-        self.vision_tower_lr_scale = vision_tower_lr_scale
         collator = kwargs.get("data_collator")
         kwargs.setdefault("compute_metrics", JudgeMetrics(tuple(getattr(collator, "defect_types", ()))))
         kwargs.setdefault("preprocess_logits_for_metrics", self.answer_scores)
         super().__init__(*args, **kwargs)
         self.judge_prompt = judge_prompt or load_prompt()
         self.defect_ids, self.clean_ids = answer_token_ids(self._tokenizer, self.judge_prompt)
-
-    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
-        """Trainer's optimizer, with the vision tower's parameters in their own groups at vision_tower_lr_scale x
-        the learning rate (the scheduler then scales every group by the same factor)."""
-        optimizer = super().create_optimizer(model)
-        if self.vision_tower_lr_scale == 1.0 or getattr(optimizer, "_vision_tower_lr_scaled", False):
-            return optimizer
-        named = (model if model is not None else self.model).named_parameters()
-        vision = {id(p) for name, p in named if part_of(name) == "vision_tower"}
-        groups = []
-        for group in optimizer.param_groups:
-            inside = [p for p in group["params"] if id(p) in vision]
-            outside = [p for p in group["params"] if id(p) not in vision]
-            if outside:
-                groups.append({**group, "params": outside})
-            if inside:
-                groups.append({**group, "params": inside, "lr": group["lr"] * self.vision_tower_lr_scale})
-        optimizer.param_groups.clear()
-        for group in groups:
-            optimizer.add_param_group(group)
-        optimizer._vision_tower_lr_scaled = True
-        return optimizer
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
