@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import torch
-    from bench_serving import make_images
+    from bench_serving import judge_model_dir, make_images
     from PIL import Image
     from transformers import AutoImageProcessor
     from vllm.multimodal.hasher import MultiModalHasher
@@ -52,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlm_judge.images import to_data_url
 
     work = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
-    model_dir = Path(args.model) if args.model else None
-    if model_dir is None:
-        from vlm_judge.tiny_model import make_tiny_model
-
-        model_dir = make_tiny_model(work / "tiny")
+    model_dir = judge_model_dir(args.model, work)
     paths = make_images(work, args.images)
     report_threads = torch.get_num_threads()  # torch's default, as in vLLM's API server process
 

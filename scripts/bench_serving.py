@@ -107,6 +107,15 @@ def client_encode_ms(images: list[str]) -> float:
     return round((time.perf_counter() - start) * 1000 / len(images), 2)
 
 
+def judge_model_dir(model: str | None, work: Path) -> Path:
+    """The judge to benchmark: ``model``, or the tiny embedded model built under ``work``."""
+    if model:
+        return Path(model)
+    from vlm_judge.tiny_model import make_tiny_model
+
+    return make_tiny_model(work / "tiny")
+
+
 def make_images(folder: Path, count: int, scenes: int = 16) -> list[str]:
     """`count` distinct 1024x1024 PNGs: smooth scenes plus noise (~3 MB each), each with its own noise patch."""
     import numpy as np
@@ -218,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, visual_tokens
 
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    model_dir = Path(args.model) if args.model else None
-    if model_dir is None:
-        from vlm_judge.tiny_model import make_tiny_model
-
-        model_dir = make_tiny_model(work / "tiny")
+    model_dir = judge_model_dir(args.model, work)
     n_warmup = max(args.concurrency)
     log(f"making {sum(args.requests) + n_warmup} distinct 1024x1024 images in {work} ...")
     images = make_images(work, sum(args.requests) + n_warmup)

@@ -32,6 +32,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench_serving import judge_model_dir  # noqa: E402 (scripts/ is on the path when run as a script)
+
 
 def log(message: str) -> None:
     print(f"[bench_stop] {message}", file=sys.stderr, flush=True)
@@ -134,11 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-stop-"))
-    model_dir = Path(args.model) if args.model else None
-    if model_dir is None:
-        from vlm_judge.tiny_model import make_tiny_model
-
-        model_dir = make_tiny_model(work / "tiny")
+    model_dir = judge_model_dir(args.model, work)
     images = make_images(work, args.requests)
     serve_args = shlex.split(args.serve_args)
     cycles = []
