@@ -91,6 +91,29 @@ def vllm_lora_rank(rank: int) -> int:
     raise ServeError(f"LoRA rank {rank} exceeds vLLM's largest --max-lora-rank {VLLM_LORA_RANKS[-1]}")
 
 
+RESERVED_CPU_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+# At or below this many usable cores the engine gets all of them (see cpu_reserved_cores).
+SMALL_CPU_MACHINE_CORES = 4
+
+
+def cpu_reserved_cores(requested: int | None, env: dict[str, str]) -> int | None:
+    """How many cores vLLM's CPU worker keeps free of its OpenMP threads; None: leave vLLM's choice.
+
+    vLLM binds the forward pass to every core but one, which it keeps for the API server. On a machine with few
+    cores that costs the forward pass a large share for a process that mostly waits: on 2 cores, 0 reserved
+    cores cut the mean latency at concurrency 1 from 498 to 333 ms and raised throughput at concurrency 4 from
+    2.36 to 3.12 img/s (scripts/bench_serving.py --sweep, README). An explicit request, then the user's own
+    environment, win over that default."""
+    if requested is not None:
+        if requested < 0:
+            raise ServeError(f"--cpu-reserved-cores must be >= 0, got {requested}")
+        return requested
+    if RESERVED_CPU_ENV in env:
+        return None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if usable <= SMALL_CPU_MACHINE_CORES else None
+
+
 def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
     """Everything the launcher will run, decided without starting anything (also what --print-command shows)."""
     from vlm_judge.modeling import load_processor, max_sequence_tokens, pixel_bounds
@@ -228,28 +251,6 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
             notes.append(f"CPU: {reserved} core(s) kept free of the engine's threads ({RESERVED_CPU_ENV})")
     url = f"http://{_url_host(args.host)}:{port}/v1"
     return ServePlan(command, env, url, served, min_pixels, max_pixels, max_model_len, notes)
-
-
-RESERVED_CPU_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
-# At or below this many usable cores the engine gets all of them (see cpu_reserved_cores).
-SMALL_CPU_MACHINE_CORES = 4
-
-
-def cpu_reserved_cores(requested: int | None, env: dict[str, str]) -> int | None:
-    """How many cores vLLM's CPU worker keeps free of its OpenMP threads; None: leave vLLM's choice.
-
-    vLLM binds the forward pass to every core but one, which it keeps for the API server. On a machine with few
-    cores that costs the forward pass a large share for a process that mostly waits: on 2 cores, 0 reserved
-    cores cut the mean latency at concurrency 1 from 513 to 366 ms and raised throughput at concurrency 4 from
-    2.37 to 2.98 img/s (scripts/bench_serving.py --sweep, README). An explicit request, then the user's own
-    environment, win over that default."""
-    if requested is not None:
-        if requested < 0:
-            raise ServeError(f"--cpu-reserved-cores must be >= 0, got {requested}")
-        return requested
-    if RESERVED_CPU_ENV in env:
-        return None
-    return 0 if len(os.sched_getaffinity(0)) <= SMALL_CPU_MACHINE_CORES else None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
