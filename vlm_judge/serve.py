@@ -223,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up request")
     parser.add_argument(
-        "--print-command", action="store_true", help="print the vLLM command as JSON and exit"
+        "--print-command",
+        action="store_true",
+        help="print the vLLM command (and the environment variables the launcher adds) as JSON and exit",
     )
     return parser
 
