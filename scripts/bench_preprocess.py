@@ -54,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
     model_dir = judge_model_dir(args.model, work)
     paths = make_images(work, args.images)
-    report_threads = torch.get_num_threads()  # torch's default, as in vLLM's API server process
 
-    report: dict = {"images": len(paths), "image_size": [1024, 1024], "torch_threads": report_threads, "stages_ms": {}}
+    report: dict = {"images": len(paths), "image_size": [1024, 1024], "torch_threads": torch.get_num_threads(), "stages_ms": {}}
     stages = report["stages_ms"]
     stages["client_encode"], urls = mean_ms(to_data_url, paths)
     stages["base64_decode"], raws = mean_ms(lambda url: base64.b64decode(url.split(",", 1)[1]), urls)

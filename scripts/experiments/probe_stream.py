@@ -20,7 +20,7 @@ from render_whiten import init_weights
 from vlm_judge.data.synthetic import DEFECT_TYPES, applicable_defects, make_scene, render_generation
 from vlm_judge.modeling import build_judge_inputs, load_model, load_processor
 from vlm_judge.protocol import answer_token_ids, load_prompt
-from vlm_judge.training.model_setup import tiny_model_dir
+from vlm_judge.training.model_setup import part_of, tiny_model_dir
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--val-data", default="data/s224")
@@ -60,8 +60,8 @@ init_weights(model, proc, a.gain and not a.model, a.whiten, a.whiten_eps)
 vt = pd.read_csv(Path(a.val_data) / "labels.csv")
 va = vt[vt.split == "validation"].reset_index(drop=True)
 vax, grid, ids, mask, mm = encode(proc, prompt, [str(Path(a.val_data) / p) for p in va.image])
-vision = [p for n, p in model.named_parameters() if ".visual." in f".{n}" and ".merger." not in n]
-rest = [p for n, p in model.named_parameters() if not (".visual." in f".{n}" and ".merger." not in n)]
+vision = [p for n, p in model.named_parameters() if part_of(n) == "vision_tower"]
+rest = [p for n, p in model.named_parameters() if part_of(n) != "vision_tower"]
 opt = torch.optim.AdamW(
     [{"params": vision, "lr": a.lr * a.vision_lr_mult}, {"params": rest, "lr": a.lr}], weight_decay=0.0
 )

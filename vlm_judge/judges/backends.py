@@ -74,10 +74,6 @@ class LocalJudge:
             model = load_model(folder).to("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model
 
-    @classmethod
-    def from_spec(cls, spec: JudgeSpec, **kwargs: Any) -> LocalJudge:
-        return cls(spec, **kwargs)
-
     def score(self, image: ImageSource, name: str | None = None) -> JudgeResult:
         return self.score_batch([image], None if name is None else [name])[0]
 
