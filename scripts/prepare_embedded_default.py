@@ -1,5 +1,8 @@
-"""The main job's prepare stage: build the tiny base model and render the synthetic assessor logs that a recipe
-names (its `tiny_model` and `synthetic` sections), with the same code recipes/sft.py uses on first use.
+"""The main job's prepare stage: put the recipe's tiny base model in --model_dir and render the synthetic assessor
+logs it names (its `tiny_model` and `synthetic` sections), with the same code recipes/sft.py uses on first use.
+
+The base is the recipe's `model_name_or_path` when that folder exists (the committed, label-free pretrained tiny
+base; its spec is checked against `tiny_model`), copied; otherwise the random-init model of the `tiny_model` spec.
 
     python scripts/prepare_embedded_default.py --config recipes/tiny-cpu.yaml --model_dir models/tiny-base
 """
@@ -7,6 +10,7 @@ names (its `tiny_model` and `synthetic` sections), with the same code recipes/sf
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import yaml
@@ -25,8 +29,15 @@ def main() -> None:
     from vlm_judge.data import generate_synthetic_dataset
     from vlm_judge.training import tiny_model_dir
 
-    model = tiny_model_dir(recipe["tiny_model"], args.model_dir)
-    print(f"[prepare] tiny base model: {model}")
+    source = recipe.get("model_name_or_path")
+    if source and Path(source).is_dir() and Path(source).resolve() != Path(args.model_dir).resolve():
+        tiny_model_dir(recipe["tiny_model"], source)  # the committed base must have the recipe's architecture
+        shutil.rmtree(args.model_dir, ignore_errors=True)
+        shutil.copytree(source, args.model_dir)
+        print(f"[prepare] tiny base model: {args.model_dir} (copy of {source})")
+    else:
+        model = tiny_model_dir(recipe["tiny_model"], args.model_dir)
+        print(f"[prepare] tiny base model: {model} (random init)")
     table = generate_synthetic_dataset(recipe["dataset_dir"], overwrite=True, **recipe["synthetic"])
     print(f"[prepare] synthetic assessor logs: {len(table)} images in {recipe['dataset_dir']}")
 

@@ -46,6 +46,9 @@ def test_prepare_stage_builds_model_and_data(tmp_path):
     )
     spec = json.loads((tmp_path / "model/tiny_model_spec.json").read_text())
     assert spec["max_pixels"] == recipe["tiny_model"]["max_pixels"]
+    committed = REPO / recipe["model_name_or_path"]  # the main job trains the pretrained base, not a random one
+    assert (tmp_path / "model/model.safetensors").read_bytes() == (committed / "model.safetensors").read_bytes()
+    assert (tmp_path / "model/pretraining.json").is_file()
     labels = pd.read_csv(tmp_path / "data/labels.csv")
     assert len(labels) == 12 and set(labels["system"]) == {"gen-v1", "gen-v2"}
 

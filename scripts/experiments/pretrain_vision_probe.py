@@ -23,6 +23,7 @@ ap.add_argument("--steps", type=int, default=500)
 ap.add_argument("--lr", type=float, default=0.001)
 ap.add_argument("--gain", type=float, default=0.0)
 ap.add_argument("--save", default=None)
+ap.add_argument("--save-every", type=int, default=0, help="also save to SAVE-stepN every N steps")
 ap.add_argument("--spec", default="{}")
 ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--whiten", type=int, default=0, help="whitened patch-embedding init from N clean scenes")
@@ -59,6 +60,16 @@ def fwd(px, grid):
     return head(o if torch.is_tensor(o) else o.pooler_output)
 
 
+
+def save(folder: str) -> None:
+    """A full tiny model folder the recipe loads as model_name_or_path (same spec file, so the spec check passes)."""
+    import shutil
+
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    shutil.copy(pathlib.Path(m) / "tiny_model_spec.json", folder)
+
+
 vx, vg, vy = batch(128)
 t0 = time.time()
 L = []
@@ -92,6 +103,9 @@ for step in range(1, a.steps + 1):
             ),
             flush=True,
         )
+    if a.save and a.save_every and step % a.save_every == 0:
+        save(f"{a.save}-step{step}")
+
+
 if a.save:
-    model.save_pretrained(a.save)
-    proc.save_pretrained(a.save)
+    save(a.save)

@@ -71,6 +71,8 @@ def training_metadata(
 
     base = Path(model_args.model_name_or_path)
     spec_file = base / "tiny_model_spec.json"
+    pretraining_file = base / "pretraining.json"
+    pretraining = json.loads(pretraining_file.read_text()) if pretraining_file.is_file() else None
     min_pixels, max_pixels = pixel_bounds(processor)
     recipe_text = Path(recipe).read_text(encoding="utf-8") if recipe and Path(recipe).is_file() else None
     return {
@@ -80,6 +82,9 @@ def training_metadata(
         "recipe": {"path": recipe, "text": recipe_text},
         "base_model": str(model_args.model_name_or_path),
         "base_model_spec": json.loads(spec_file.read_text()) if spec_file.is_file() else None,
+        "base_model_pretraining": None  # the committed tiny base records how it was pretrained
+        if pretraining is None
+        else {key: pretraining.get(key) for key in ("what", "command", "model_sha256", "wall_seconds")},
         "adapter": adapter,
         "dtype": str(model_args.dtype),
         "quantization": "4bit" if model_args.load_in_4bit else "8bit" if model_args.load_in_8bit else None,

@@ -1,0 +1,120 @@
+"""Pretrain the embedded default's vision tower label-free and save the tiny base the CPU recipe fine-tunes.
+
+    python scripts/pretrain_tiny_base.py --config recipes/tiny-cpu.yaml --output_dir vlm_judge/assets/tiny-base-224
+
+Builds the recipe's tiny Qwen2-VL (its `tiny_model` spec, random init), trains the vision tower + merger on dense
+corruption prediction (vlm_judge.pretrain: generic PIL corruptions of clean synthetic scenes, no defect renderer,
+no assessor labels; the language model stays at its init) and saves a model folder that loads through
+from_pretrained like any Qwen2-VL, with `tiny_model_spec.json` (the architecture the recipe checks) and
+`pretraining.json` (steps, seeds, wall time, the evaluation log, the weights' sha256). Deterministic for a given
+torch build: the same arguments give the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+
+@dataclass
+class PretrainArgs:
+    config: str = field(metadata={"help": "recipe YAML whose tiny_model spec and pixel bounds the base gets"})
+    output_dir: str = field(metadata={"help": "where the pretrained base goes"})
+    steps: int = field(default=16000, metadata={"help": "optimizer steps (each a batch of new images)"})
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    seed: int = field(default=0, metadata={"help": "torch seed (the throw-away token head)"})
+    data_seed: int = field(default=123, metadata={"help": "seed of the scene and corruption stream"})
+    eval_every: int = 100
+    save_steps: int = field(default=0, metadata={"help": "also save OUTPUT_DIR-step<N> every N steps (0: off)"})
+    threads: int = 2
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(PretrainArgs).parse_args_into_dataclasses()
+    recipe = yaml.safe_load(Path(args.config).read_text())
+    if "tiny_model" not in recipe:
+        sys.exit(f"{args.config} has no tiny_model section: only the embedded default's base is pretrained here")
+    spec = dict(recipe["tiny_model"])
+    side = int(spec.get("max_pixels", 0) ** 0.5)
+    if spec.get("min_pixels") != spec.get("max_pixels") or side * side != spec["max_pixels"]:
+        sys.exit(f"{args.config}: tiny_model min_pixels/max_pixels must both be one square image size, got {spec}")
+
+    import torch
+
+    from vlm_judge.modeling import load_model, load_processor
+    from vlm_judge.pretrain import pretrain_vision_tower
+    from vlm_judge.training import tiny_model_dir
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = tiny_model_dir(spec, str(Path(tmp) / "base"))
+        processor = load_processor(str(base), min_pixels=side * side, max_pixels=side * side)
+        torch.manual_seed(args.seed)
+        model = load_model(str(base), dtype="float32")
+        spec_text = (base / "tiny_model_spec.json").read_text()
+
+    started = time.time()
+
+    def save(folder: Path, log_rows: list[dict], steps_done: int) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        (folder / "tiny_model_spec.json").write_text(spec_text)
+        metadata = {
+            "what": "tiny Qwen2-VL, vision tower + merger pretrained on dense generic-corruption prediction "
+            "(vlm_judge.pretrain), language model at its random init; no defect renderer, no assessor labels",
+            "command": "python scripts/pretrain_tiny_base.py " + " ".join(sys.argv[1:]),
+            "arguments": {**asdict(args), "steps_done": steps_done},
+            "recipe_tiny_model": spec,
+            "wall_seconds": round(time.time() - started),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "log": log_rows,
+            "model_sha256": sha256(folder / "model.safetensors"),
+        }
+        (folder / "pretraining.json").write_text(json.dumps(metadata, indent=2) + "\n")
+
+    rows: list[dict] = []
+
+    def on_eval(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    def on_step(step: int) -> None:
+        if args.save_steps and step % args.save_steps == 0 and step < args.steps:
+            save(Path(f"{args.output_dir}-step{step}"), list(rows), step)
+
+    pretrain_vision_tower(
+        model,
+        processor,
+        steps=args.steps,
+        image_size=side,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        data_seed=args.data_seed,
+        eval_every=args.eval_every,
+        on_eval=on_eval,
+        on_step=on_step,
+    )
+    output = Path(args.output_dir)
+    if output.exists():
+        shutil.rmtree(output)
+    save(output, rows, args.steps)
+    print(f"pretrained tiny base saved to {output} ({rows[-1] if rows else 'no evaluation'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The tiny base's label-free vision pretraining (vlm_judge.pretrain) and the committed base the CPU recipe uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vlm_judge.modeling import load_model, load_processor
+from vlm_judge.pretrain import CLASSES, corrupt_regions, pretrain_vision_tower
+from vlm_judge.pretrain.vision import _cell_targets
+from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+SIDE = 112  # 4 x 4 merged tokens: the smallest size that keeps every corruption region inside cells
+
+
+@pytest.fixture(scope="module")
+def small_model_dir(tmp_path_factory):
+    spec = TinyModelSpec(min_pixels=SIDE * SIDE, max_pixels=SIDE * SIDE, init_gain=1.0)
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-112"), spec)
+
+
+def test_corruptions_give_a_class_map_that_matches_the_changed_pixels():
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    clean = Image.fromarray(rng.integers(0, 255, (SIDE, SIDE, 3), dtype=np.uint8))
+    for seed in range(6):
+        image, classes = corrupt_regions(clean, np.random.default_rng(seed), max_regions=2)
+        changed = np.abs(np.asarray(image, np.int16) - np.asarray(clean, np.int16)).max(axis=2) > 0
+        assert classes.shape == (SIDE, SIDE) and classes.max() < len(CLASSES)
+        assert not changed[classes == 0].any()  # pixels outside every region are untouched
+    targets = _cell_targets(classes, 28)
+    assert targets.shape == (16, len(CLASSES))
+    np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
+
+
+def test_pretraining_moves_only_the_vision_side(small_model_dir):
+    torch.manual_seed(0)
+    processor = load_processor(str(small_model_dir), min_pixels=SIDE * SIDE, max_pixels=SIDE * SIDE)
+    model = load_model(str(small_model_dir), dtype="float32")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    rows = []
+    log = pretrain_vision_tower(
+        model, processor, steps=4, image_size=SIDE, batch_size=2, eval_every=2, eval_images=12, on_eval=rows.append
+    )
+    assert [row["step"] for row in log.rows] == [2, 4] and rows == log.rows
+    assert 0.0 <= log.rows[-1]["token_auc"] <= 1.0 and set(log.rows[-1]["recall"]) == set(CLASSES)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert "model.visual.patch_embed.proj.weight" in changed and any(".merger." in n for n in changed)
+    assert all(name.startswith("model.visual.") for name in changed)  # the language model is not touched
+
+
+def test_pretraining_refuses_an_image_size_the_processor_would_resize(small_model_dir):
+    processor = load_processor(str(small_model_dir), min_pixels=SIDE * SIDE, max_pixels=SIDE * SIDE)
+    model = load_model(str(small_model_dir), dtype="float32")
+    with pytest.raises(ValueError, match="resized 224px images"):
+        pretrain_vision_tower(model, processor, steps=1, image_size=224, eval_images=2)
+    with pytest.raises(ValueError, match="not a multiple of the merged-token cell"):
+        pretrain_vision_tower(model, processor, steps=1, image_size=100, eval_images=2)
+
+
+def test_the_recipe_base_is_the_committed_pretrained_tiny_model(tmp_path):
+    from vlm_judge.training import tiny_model_dir
+
+    recipe = yaml.safe_load((REPO / "recipes/tiny-cpu.yaml").read_text())
+    base = REPO / recipe["model_name_or_path"]
+    assert tiny_model_dir(recipe["tiny_model"], str(base)) == base  # the recipe's architecture
+    record = json.loads((base / "pretraining.json").read_text())
+    assert record["model_sha256"] == hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
+    assert record["log"][-1]["token_auc"] > 0.75  # it learned the corruptions (0.5 = chance)
+
+    random_init = load_model(str(tiny_model_dir(recipe["tiny_model"], str(tmp_path / "random"))), dtype="float32")
+    pretrained = load_model(str(base), dtype="float32")
+    same = {n for n, p in pretrained.state_dict().items() if torch.equal(p, random_init.state_dict()[n])}
+    assert not any(n.startswith("model.visual.") for n in same)  # every vision weight was trained
+    assert all(n in same for n in pretrained.state_dict() if not n.startswith("model.visual."))  # the LM was not
