@@ -12,7 +12,6 @@ torch build: the same arguments give the same weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -39,10 +38,6 @@ class PretrainArgs:
     threads: int = 2
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main() -> None:
     (args,) = HfArgumentParser(PretrainArgs).parse_args_into_dataclasses()
     recipe = yaml.safe_load(Path(args.config).read_text())
@@ -55,6 +50,7 @@ def main() -> None:
 
     import torch
 
+    from vlm_judge.images import file_sha256
     from vlm_judge.modeling import load_model, load_processor
     from vlm_judge.pretrain import pretrain_vision_tower
     from vlm_judge.training import tiny_model_dir
@@ -83,7 +79,7 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": args.threads,
             "log": log_rows,
-            "model_sha256": sha256(folder / "model.safetensors"),
+            "model_sha256": file_sha256(folder / "model.safetensors"),
         }
         (folder / "pretraining.json").write_text(json.dumps(metadata, indent=2) + "\n")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from vlm_judge.images import file_sha256
 from vlm_judge.modeling import load_model, load_processor
 from vlm_judge.pretrain import CLASSES, corrupt_regions, pretrain_vision_tower
 from vlm_judge.pretrain.vision import _cell_targets
@@ -50,8 +50,8 @@ def test_pretraining_moves_only_the_vision_side(small_model_dir):
     log = pretrain_vision_tower(
         model, processor, steps=4, image_size=SIDE, batch_size=2, eval_every=2, eval_images=12, on_eval=rows.append
     )
-    assert [row["step"] for row in log.rows] == [2, 4] and rows == log.rows
-    assert 0.0 <= log.rows[-1]["token_auc"] <= 1.0 and set(log.rows[-1]["recall"]) == set(CLASSES)
+    assert [row["step"] for row in log] == [2, 4] and rows == log
+    assert 0.0 <= log[-1]["token_auc"] <= 1.0 and set(log[-1]["recall"]) == set(CLASSES)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert "model.visual.patch_embed.proj.weight" in changed and any(".merger." in n for n in changed)
     assert all(name.startswith("model.visual.") for name in changed)  # the language model is not touched
@@ -73,7 +73,7 @@ def test_the_recipe_base_is_the_committed_pretrained_tiny_model(tmp_path):
     base = REPO / recipe["model_name_or_path"]
     assert tiny_model_dir(recipe["tiny_model"], str(base)) == base  # the recipe's architecture
     record = json.loads((base / "pretraining.json").read_text())
-    assert record["model_sha256"] == hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
+    assert record["model_sha256"] == file_sha256(base / "model.safetensors")
     assert record["log"][-1]["token_auc"] > 0.75  # it learned the corruptions (0.5 = chance)
 
     random_init = load_model(str(tiny_model_dir(recipe["tiny_model"], str(tmp_path / "random"))), dtype="float32")

@@ -6,6 +6,6 @@ defect renderer or the assessor labels) covers each visual token of a clean synt
 """
 
 from .corruptions import CLASSES, CORRUPTIONS, corrupt_regions
-from .vision import PretrainingLog, pretrain_vision_tower
+from .vision import pretrain_vision_tower
 
-__all__ = ["CLASSES", "CORRUPTIONS", "PretrainingLog", "corrupt_regions", "pretrain_vision_tower"]
+__all__ = ["CLASSES", "CORRUPTIONS", "corrupt_regions", "pretrain_vision_tower"]

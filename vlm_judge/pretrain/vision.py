@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,14 +17,6 @@ import torch.nn.functional as F
 from vlm_judge.data.synthetic import make_scene, render_scene
 
 from .corruptions import CLASSES, corrupt_regions
-
-
-@dataclass
-class PretrainingLog:
-    """One row per evaluation: step, seconds, mean training loss since the last row, token ROC-AUC (corrupted vs
-    clean) and per-class recall on a fixed held-out batch."""
-
-    rows: list[dict] = field(default_factory=list)
 
 
 def _cell_targets(classes: np.ndarray, cell: int) -> np.ndarray:
@@ -48,8 +39,10 @@ def pretrain_vision_tower(
     eval_images: int = 128,
     on_eval: Callable[[dict], None] | None = None,
     on_step: Callable[[int], None] | None = None,
-) -> PretrainingLog:
-    """Train ``model.model.visual`` (tower + merger) in place; returns the evaluation log.
+) -> list[dict]:
+    """Train ``model.model.visual`` (tower + merger) in place; returns the evaluation log, one row per evaluation:
+    step, seconds, mean training loss since the last row, token ROC-AUC (corrupted vs clean) and per-class recall
+    on a fixed held-out batch (each row also goes to ``on_eval`` as it is made).
 
     ``image_size`` must be the size the processor keeps native (min_pixels = max_pixels = image_size**2), so each
     merged token covers exactly one cell of the class map."""
@@ -82,7 +75,7 @@ def pretrain_vision_tower(
         return head(out if torch.is_tensor(out) else out.pooler_output)
 
     held_out = batch(eval_images)
-    log = PretrainingLog()
+    log: list[dict] = []
     losses: list[float] = []
     start = time.time()
     for step in range(1, steps + 1):
@@ -110,7 +103,7 @@ def pretrain_vision_tower(
                 "token_auc": round(float(roc_auc_score((truth > 0).numpy(), corrupted.numpy())), 3),
                 "recall": recall,
             }
-            log.rows.append(row)
+            log.append(row)
             if on_eval is not None:
                 on_eval(row)
         if on_step is not None:
