@@ -1,13 +1,16 @@
-"""Pretrain the embedded default's vision tower label-free and save the tiny base the CPU recipe fine-tunes.
+"""Pretrain the embedded default's tiny Qwen2-VL label-free and save the base the CPU recipe fine-tunes.
 
-    python scripts/pretrain_tiny_base.py --config recipes/tiny-cpu.yaml --output_dir vlm_judge/assets/tiny-base-224
+    python scripts/pretrain_tiny_base.py --config recipes/tiny-cpu.yaml --output_dir /tmp/stage1
+    python scripts/pretrain_tiny_base.py --config recipes/tiny-cpu.yaml --base /tmp/stage1 --data_seed 456 \
+        --kinds noise,blur,posterize,jpeg,pixelate,displace,motion_blur,elastic,clone --steps 6000 --output_dir OUT
 
-Builds the recipe's tiny Qwen2-VL (its `tiny_model` spec, random init), trains the vision tower + merger on dense
-corruption prediction (vlm_judge.pretrain: generic PIL corruptions of clean synthetic scenes, no defect renderer,
-no assessor labels; the language model stays at its init) and saves a model folder that loads through
-from_pretrained like any Qwen2-VL, with `tiny_model_spec.json` (the architecture the recipe checks) and
-`pretraining.json` (steps, seeds, wall time, the evaluation log, the weights' sha256). Deterministic for a given
-torch build: the same arguments give the same weights.
+Starts from the recipe's tiny Qwen2-VL (its `tiny_model` spec, random init), or continues an earlier stage's folder
+(`--base`), and trains the vision tower + merger on dense corruption prediction (vlm_judge.pretrain: which
+generic PIL corruption covers each visual token of a clean synthetic scene; no defect renderer, no assessor
+labels; the language model stays at its init). Saves a model folder that loads through from_pretrained like any
+Qwen2-VL, with `tiny_model_spec.json` (the architecture the recipe checks) and `pretraining.json` (this stage's
+command, arguments, wall time, evaluation log and the weights' sha256, with the base's own record nested under
+`base`). Deterministic for a given torch build: the same arguments give the same weights.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from transformers import HfArgumentParser
 class PretrainArgs:
     config: str = field(metadata={"help": "recipe YAML whose tiny_model spec and pixel bounds the base gets"})
     output_dir: str = field(metadata={"help": "where the pretrained base goes"})
+    base: str = field(default="", metadata={"help": "continue this pretrained folder (default: random init)"})
+    kinds: str = field(default="", metadata={"help": "comma-separated corruption kinds (default: the first six)"})
     steps: int = field(default=16000, metadata={"help": "optimizer steps (each a batch of new images)"})
     learning_rate: float = 1e-3
     batch_size: int = 16
@@ -52,17 +57,29 @@ def main() -> None:
 
     from vlm_judge.images import file_sha256
     from vlm_judge.modeling import load_model, load_processor
-    from vlm_judge.pretrain import pretrain_vision_tower
+    from vlm_judge.pretrain import CORRUPTIONS, FIRST_KINDS, pretrain_vision_tower
     from vlm_judge.training import tiny_model_dir
 
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or FIRST_KINDS
+    if unknown := sorted(set(kinds) - set(CORRUPTIONS)):
+        sys.exit(f"--kinds: unknown corruption kinds {unknown}; known: {', '.join(CORRUPTIONS)}")
+    if args.base and not (Path(args.base) / "config.json").is_file():
+        sys.exit(f"--base {args.base!r} is not a model folder (no config.json)")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        base = tiny_model_dir(spec, str(Path(tmp) / "base"))
+        # tiny_model_dir builds the random-init model, or checks that --base has the recipe's architecture.
+        base = tiny_model_dir(spec, args.base or str(Path(tmp) / "base"))
         processor = load_processor(str(base), min_pixels=side * side, max_pixels=side * side)
         torch.manual_seed(args.seed)
         model = load_model(str(base), dtype="float32")
         spec_text = (base / "tiny_model_spec.json").read_text()
+        base_record_file = base / "pretraining.json"
+        base_record = json.loads(base_record_file.read_text()) if args.base and base_record_file.is_file() else None
 
+    what = (
+        f"tiny Qwen2-VL, vision tower + merger pretrained on dense generic-corruption prediction ({', '.join(kinds)};"
+        " vlm_judge.pretrain), language model at its random init; no defect renderer, no assessor labels"
+    )
     started = time.time()
 
     def save(folder: Path, log_rows: list[dict], steps_done: int) -> None:
@@ -70,8 +87,7 @@ def main() -> None:
         processor.save_pretrained(folder)
         (folder / "tiny_model_spec.json").write_text(spec_text)
         metadata = {
-            "what": "tiny Qwen2-VL, vision tower + merger pretrained on dense generic-corruption prediction "
-            "(vlm_judge.pretrain), language model at its random init; no defect renderer, no assessor labels",
+            "what": what if base_record is None else f"{what}; continues: {args.base}",
             "command": "python scripts/pretrain_tiny_base.py " + " ".join(sys.argv[1:]),
             "arguments": {**asdict(args), "steps_done": steps_done},
             "recipe_tiny_model": spec,
@@ -80,6 +96,7 @@ def main() -> None:
             "threads": args.threads,
             "log": log_rows,
             "model_sha256": file_sha256(folder / "model.safetensors"),
+            "base": base_record,
         }
         (folder / "pretraining.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
@@ -101,6 +118,7 @@ def main() -> None:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         data_seed=args.data_seed,
+        kinds=kinds,
         eval_every=args.eval_every,
         on_eval=on_eval,
         on_step=on_step,

@@ -12,7 +12,12 @@ import yaml
 
 from vlm_judge.images import file_sha256
 from vlm_judge.modeling import load_model, load_processor
-from vlm_judge.pretrain import CLASSES, corrupt_regions, pretrain_vision_tower
+from vlm_judge.pretrain import (
+    CLASSES,
+    CORRUPTIONS,
+    corrupt_regions,
+    pretrain_vision_tower,
+)
 from vlm_judge.pretrain.vision import _cell_targets
 from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
 
@@ -81,3 +86,22 @@ def test_the_recipe_base_is_the_committed_pretrained_tiny_model(tmp_path):
     same = {n for n, p in pretrained.state_dict().items() if torch.equal(p, random_init.state_dict()[n])}
     assert not any(n.startswith("model.visual.") for n in same)  # every vision weight was trained
     assert all(n in same for n in pretrained.state_dict() if not n.startswith("model.visual."))  # the LM was not
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_each_corruption_kind_changes_its_region_only(kind):
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    clean = Image.fromarray(rng.integers(0, 255, (SIDE, SIDE, 3), dtype=np.uint8))
+    image, classes = corrupt_regions(clean, np.random.default_rng(1), kinds=(kind,), min_regions=1, max_regions=1)
+    changed = np.abs(np.asarray(image, np.int16) - np.asarray(clean, np.int16)).max(axis=2) > 0
+    assert set(np.unique(classes)) == {0, 1}
+    assert changed[classes == 1].mean() > 0.5 and not changed[classes == 0].any()
+
+
+def test_an_unknown_corruption_kind_is_refused():
+    from PIL import Image
+
+    with pytest.raises(ValueError, match="subset of .*'noise'.*got \\('smudge',\\)"):
+        corrupt_regions(Image.new("RGB", (SIDE, SIDE)), np.random.default_rng(0), kinds=("smudge",))

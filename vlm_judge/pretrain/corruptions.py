@@ -53,6 +53,45 @@ def _displace(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.roll(arr, (dy, dx), axis=(0, 1)))
 
 
+def _shifted(arr: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """``arr`` moved by (dy, dx) pixels, edges repeated (no wrap-around)."""
+    h, w = arr.shape[:2]
+    ys = np.clip(np.arange(h) - int(round(dy)), 0, h - 1)
+    xs = np.clip(np.arange(w) - int(round(dx)), 0, w - 1)
+    return arr[ys][:, xs]
+
+
+def _motion_blur(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float32)
+    length, angle = rng.uniform(5, 14), rng.uniform(0, np.pi)
+    offsets = np.linspace(-length / 2, length / 2, 9)
+    acc = sum(_shifted(arr, t * np.sin(angle), t * np.cos(angle)) for t in offsets)
+    return Image.fromarray((acc / len(offsets)).astype(np.uint8))
+
+
+def _elastic(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    arr = np.asarray(img)
+    h, w = arr.shape[:2]
+    amplitude = rng.uniform(3, 9)
+
+    def field() -> np.ndarray:
+        coarse = rng.standard_normal((5, 5)).astype(np.float32)
+        return np.asarray(Image.fromarray(coarse, "F").resize((w, h), Image.Resampling.BICUBIC)) * amplitude
+
+    ys = np.clip(np.rint(np.arange(h)[:, None] + field()), 0, h - 1).astype(np.intp)
+    xs = np.clip(np.rint(np.arange(w)[None, :] + field()), 0, w - 1).astype(np.intp)
+    return Image.fromarray(arr[ys, xs])
+
+
+def _clone(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Copy-move: the region shows content from a far part of the picture (wrapped around), maybe mirrored."""
+    arr = np.asarray(img)
+    h, w = arr.shape[:2]
+    dy, dx = (int(rng.uniform(0.25, 0.75) * n) for n in (h, w))
+    moved = np.roll(arr, (dy, dx), axis=(0, 1))
+    return Image.fromarray(np.ascontiguousarray(moved[:, ::-1] if rng.uniform() < 0.5 else moved))
+
+
 CORRUPTIONS: dict[str, Corrupt] = {
     "noise": _noise,
     "blur": _blur,
@@ -60,26 +99,39 @@ CORRUPTIONS: dict[str, Corrupt] = {
     "jpeg": _jpeg,
     "pixelate": _pixelate,
     "displace": _displace,
+    "motion_blur": _motion_blur,
+    "elastic": _elastic,
+    "clone": _clone,
 }
-CLASSES = ("clean", *CORRUPTIONS)
+# The committed tiny base's first stage was trained on these six; the later kinds extend it.
+FIRST_KINDS = ("noise", "blur", "posterize", "jpeg", "pixelate", "displace")
+CLASSES = ("clean", *FIRST_KINDS)
 
 
 def corrupt_regions(
-    img: Image.Image, rng: np.random.Generator, *, max_regions: int = 2, side: tuple[float, float] = (0.15, 0.5)
+    img: Image.Image,
+    rng: np.random.Generator,
+    *,
+    kinds: tuple[str, ...] = FIRST_KINDS,
+    min_regions: int = 0,
+    max_regions: int = 2,
+    side: tuple[float, float] = (0.15, 0.5),
 ) -> tuple[Image.Image, np.ndarray]:
-    """Corrupt 0..max_regions random rectangles/ellipses of ``img``; returns the image and a per-pixel class map
-    (index into CLASSES, 0 = clean)."""
+    """Corrupt min_regions..max_regions random rectangles/ellipses of ``img`` with corruptions drawn from
+    ``kinds``; returns the image and a per-pixel class map (0 = clean, i = kinds[i - 1])."""
+    unknown = sorted(set(kinds) - set(CORRUPTIONS))
+    if unknown or not kinds:
+        raise ValueError(f"corruption kinds must be a non-empty subset of {tuple(CORRUPTIONS)}, got {kinds}")
     w, h = img.size
     out = img.copy()
     classes = np.zeros((h, w), np.int64)
-    names = list(CORRUPTIONS)
-    for _ in range(int(rng.integers(0, max_regions + 1))):
-        kind = int(rng.integers(len(names)))
+    for _ in range(int(rng.integers(min_regions, max_regions + 1))):
+        kind = int(rng.integers(len(kinds)))
         sw, sh = (int(s * w) for s in rng.uniform(*side, 2))
         x0, y0 = int(rng.integers(0, w - sw + 1)), int(rng.integers(0, h - sh + 1))
         mask = Image.new("L", (w, h), 0)
         shape = ImageDraw.Draw(mask).ellipse if rng.uniform() < 0.5 else ImageDraw.Draw(mask).rectangle
         shape((x0, y0, x0 + sw, y0 + sh), fill=255)
-        out = Image.composite(CORRUPTIONS[names[kind]](out, rng), out, mask)
+        out = Image.composite(CORRUPTIONS[kinds[kind]](out, rng), out, mask)
         classes[np.asarray(mask) > 127] = kind + 1
     return out, classes

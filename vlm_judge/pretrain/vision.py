@@ -16,14 +16,14 @@ import torch.nn.functional as F
 
 from vlm_judge.data.synthetic import make_scene, render_scene
 
-from .corruptions import CLASSES, corrupt_regions
+from .corruptions import CLASSES, FIRST_KINDS, corrupt_regions
 
 
-def _cell_targets(classes: np.ndarray, cell: int) -> np.ndarray:
+def _cell_targets(classes: np.ndarray, cell: int, num_classes: int = len(CLASSES)) -> np.ndarray:
     """(H, W) class map -> (tokens, classes) shares per merged-token cell, in the processor's raster order."""
     h, w = classes.shape
-    onehot = np.eye(len(CLASSES))[classes]
-    return onehot.reshape(h // cell, cell, w // cell, cell, -1).mean((1, 3)).reshape(-1, len(CLASSES))
+    onehot = np.eye(num_classes)[classes]
+    return onehot.reshape(h // cell, cell, w // cell, cell, -1).mean((1, 3)).reshape(-1, num_classes)
 
 
 def pretrain_vision_tower(
@@ -37,6 +37,7 @@ def pretrain_vision_tower(
     data_seed: int = 123,
     eval_every: int = 100,
     eval_images: int = 128,
+    kinds: tuple[str, ...] = FIRST_KINDS,
     on_eval: Callable[[dict], None] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> list[dict]:
@@ -53,7 +54,8 @@ def pretrain_vision_tower(
     if image_size % cell:
         raise ValueError(f"image_size {image_size} is not a multiple of the merged-token cell ({cell} px)")
     vision = model.model.visual.train()
-    head = torch.nn.Linear(model.config.text_config.hidden_size, len(CLASSES))
+    names = ("clean", *kinds)
+    head = torch.nn.Linear(model.config.text_config.hidden_size, len(names))
     optimizer = torch.optim.AdamW([*vision.parameters(), *head.parameters()], lr=learning_rate)
     rng = np.random.default_rng(data_seed)
 
@@ -61,9 +63,9 @@ def pretrain_vision_tower(
         images, targets = [], []
         for _ in range(n):
             scene = make_scene(np.random.default_rng(rng.integers(1 << 62)))
-            image, classes = corrupt_regions(render_scene(scene, image_size, rng), rng)
+            image, classes = corrupt_regions(render_scene(scene, image_size, rng), rng, kinds=kinds)
             images.append(image)
-            targets.append(_cell_targets(classes, cell))
+            targets.append(_cell_targets(classes, cell, len(names)))
         pixels = processor.image_processor(images=images, return_tensors="pt")
         grid = pixels["image_grid_thw"]
         if not bool((grid[:, 1:] * vision_config.patch_size == image_size).all()):
@@ -93,7 +95,7 @@ def pretrain_vision_tower(
             truth = held_out[2].argmax(1)
             predicted = logits.argmax(1)
             recall = {
-                name: round(float((predicted[truth == i] == i).float().mean()), 2) for i, name in enumerate(CLASSES)
+                name: round(float((predicted[truth == i] == i).float().mean()), 2) for i, name in enumerate(names)
             }
             corrupted = 1 - torch.softmax(logits, 1)[:, 0]
             row = {
