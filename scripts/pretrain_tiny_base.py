@@ -57,12 +57,14 @@ def main() -> None:
 
     from vlm_judge.images import file_sha256
     from vlm_judge.modeling import load_model, load_processor
-    from vlm_judge.pretrain import CORRUPTIONS, FIRST_KINDS, pretrain_vision_tower
+    from vlm_judge.pretrain import FIRST_KINDS, check_kinds, pretrain_vision_tower
     from vlm_judge.training import tiny_model_dir
 
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or FIRST_KINDS
-    if unknown := sorted(set(kinds) - set(CORRUPTIONS)):
-        sys.exit(f"--kinds: unknown corruption kinds {unknown}; known: {', '.join(CORRUPTIONS)}")
+    try:
+        check_kinds(kinds)
+    except ValueError as exc:
+        sys.exit(f"--kinds: {exc}")
     if args.base and not (Path(args.base) / "config.json").is_file():
         sys.exit(f"--base {args.base!r} is not a model folder (no config.json)")
     torch.set_num_threads(args.threads)

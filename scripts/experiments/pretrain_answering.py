@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vlm_judge.data.synthetic import make_scene, render_scene
 from vlm_judge.modeling import build_judge_inputs
 from vlm_judge.pretrain import corrupt_regions
 from vlm_judge.protocol import JudgePrompt, answer_token_ids
+from vlm_judge.training.trainer import answer_loss_terms
 
 QUESTION = JudgePrompt(
     version="pretrain-corruption-v1",
@@ -71,11 +71,9 @@ def pretrain_answering(
             )
         return inputs, torch.tensor(labels)
 
-    def yes_minus_no(inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        log_probs = torch.log_softmax(model(**inputs, logits_to_keep=1).logits[:, -1].float(), -1)
-        yes = torch.logsumexp(log_probs[:, defect_ids], -1)
-        no = torch.logsumexp(log_probs[:, clean_ids], -1)
-        return yes - no, torch.logaddexp(yes, no)
+    def answer_terms(inputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1]
+        return answer_loss_terms(logits, labels, defect_ids, clean_ids)
 
     held_out = batch(eval_images)
     log: list[dict] = []
@@ -83,8 +81,8 @@ def pretrain_answering(
     start = time.time()
     for step in range(1, steps + 1):
         inputs, labels = batch(batch_size)
-        margin, mass = yes_minus_no(inputs)
-        loss = F.binary_cross_entropy_with_logits(margin, labels) - mass.mean()
+        pair_ce, neg_mass, _ = answer_terms(inputs, labels)
+        loss = (pair_ce + neg_mass).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -92,13 +90,13 @@ def pretrain_answering(
         if step % eval_every == 0 or step == steps:
             model.eval()
             with torch.no_grad():
-                margin, _ = yes_minus_no(held_out[0])
+                _, _, p_yes = answer_terms(*held_out)
             model.train()
             row = {
                 "step": step,
                 "seconds": round(time.time() - start),
                 "loss": round(float(np.mean(losses[-eval_every:])), 3),
-                "answer_auc": round(float(roc_auc_score(held_out[1].numpy(), margin.numpy())), 3),
+                "answer_auc": round(float(roc_auc_score(held_out[1].numpy(), p_yes.numpy())), 3),
             }
             log.append(row)
             if on_eval is not None:

@@ -5,7 +5,7 @@ label-free task: which generic corruption (vlm_judge.pretrain.corruptions, a cod
 defect renderer or the assessor labels) covers each visual token of a clean synthetic scene.
 """
 
-from .corruptions import CLASSES, CORRUPTIONS, FIRST_KINDS, corrupt_regions
+from .corruptions import CLASSES, CORRUPTIONS, FIRST_KINDS, check_kinds, corrupt_regions
 from .vision import pretrain_vision_tower
 
-__all__ = ["CLASSES", "CORRUPTIONS", "FIRST_KINDS", "corrupt_regions", "pretrain_vision_tower"]
+__all__ = ["CLASSES", "CORRUPTIONS", "FIRST_KINDS", "check_kinds", "corrupt_regions", "pretrain_vision_tower"]

@@ -108,6 +108,12 @@ FIRST_KINDS = ("noise", "blur", "posterize", "jpeg", "pixelate", "displace")
 CLASSES = ("clean", *FIRST_KINDS)
 
 
+def check_kinds(kinds: tuple[str, ...]) -> None:
+    """Raise ValueError naming the kinds unless ``kinds`` is a non-empty subset of CORRUPTIONS."""
+    if not kinds or set(kinds) - set(CORRUPTIONS):
+        raise ValueError(f"corruption kinds must be a non-empty subset of {tuple(CORRUPTIONS)}, got {kinds}")
+
+
 def corrupt_regions(
     img: Image.Image,
     rng: np.random.Generator,
@@ -119,9 +125,7 @@ def corrupt_regions(
 ) -> tuple[Image.Image, np.ndarray]:
     """Corrupt min_regions..max_regions random rectangles/ellipses of ``img`` with corruptions drawn from
     ``kinds``; returns the image and a per-pixel class map (0 = clean, i = kinds[i - 1])."""
-    unknown = sorted(set(kinds) - set(CORRUPTIONS))
-    if unknown or not kinds:
-        raise ValueError(f"corruption kinds must be a non-empty subset of {tuple(CORRUPTIONS)}, got {kinds}")
+    check_kinds(kinds)
     w, h = img.size
     out = img.copy()
     classes = np.zeros((h, w), np.int64)
