@@ -35,6 +35,7 @@ class PretrainArgs:
     kinds: str = field(default="", metadata={"help": "comma-separated corruption kinds (default: the first six)"})
     steps: int = field(default=16000, metadata={"help": "optimizer steps (each a batch of new images)"})
     learning_rate: float = 1e-3
+    decay_steps: int = field(default=0, metadata={"help": "cosine decay of the learning rate to 0 over the last N steps"})
     batch_size: int = 16
     seed: int = field(default=0, metadata={"help": "torch seed (the throw-away token head)"})
     data_seed: int = field(default=123, metadata={"help": "seed of the scene and corruption stream"})
@@ -121,6 +122,7 @@ def main() -> None:
         learning_rate=args.learning_rate,
         data_seed=args.data_seed,
         kinds=kinds,
+        decay_steps=args.decay_steps,
         eval_every=args.eval_every,
         on_eval=on_eval,
         on_step=on_step,

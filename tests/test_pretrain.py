@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,28 @@ def test_pretraining_moves_only_the_vision_side(small_model_dir):
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert "model.visual.patch_embed.proj.weight" in changed and any(".merger." in n for n in changed)
     assert all(name.startswith("model.visual.") for name in changed)  # the language model is not touched
+
+
+def _patch_embed_moves(model_dir, processor, decay_steps: int) -> list[float]:
+    """The largest change of the patch embedding at each of 3 pretraining steps."""
+    torch.manual_seed(0)
+    model = load_model(str(model_dir), dtype="float32")
+    weights = model.model.visual.patch_embed.proj.weight
+    snapshots = [weights.detach().clone()]
+    pretrain_vision_tower(
+        model, processor, steps=3, image_size=SIDE, batch_size=2, eval_every=3, eval_images=4,
+        decay_steps=decay_steps, on_step=lambda step: snapshots.append(weights.detach().clone()),
+    )
+    return [float((b - a).abs().max()) for a, b in pairwise(snapshots)]
+
+
+def test_pretraining_decays_the_learning_rate_over_the_last_steps(small_model_dir):
+    processor = load_processor(str(small_model_dir), min_pixels=SIDE * SIDE, max_pixels=SIDE * SIDE)
+    constant, decayed = (_patch_embed_moves(small_model_dir, processor, n) for n in (0, 2))
+    # Adam moves each weight by at most ~lr per step: 1e-3 throughout, or 1e-3, 1e-3, then half-way down the cosine.
+    assert constant[0] == pytest.approx(1e-3, rel=0.02) and decayed[0] == pytest.approx(1e-3, rel=0.02)
+    assert decayed[1] == pytest.approx(constant[1], rel=1e-4)  # same data, same lr until the decay starts
+    assert decayed[2] < 0.6 * constant[2]
 
 
 def test_pretraining_refuses_an_image_size_the_processor_would_resize(small_model_dir):

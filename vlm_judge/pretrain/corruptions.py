@@ -1,5 +1,6 @@
-"""Generic local image corruptions (noise, blur, posterisation, JPEG blocks, displacement, pixelation) for the
-tiny base model's label-free vision pretraining.
+"""Generic local image corruptions (noise, blur, posterisation, JPEG blocks, displacement, pixelation, motion
+blur, elastic fields, copy-move, streaks, quantised ramps, row tears) for the tiny base model's label-free vision
+pretraining.
 
 This is deliberately a different code path from the synthetic defect renderer (vlm_judge.data.synthetic): plain
 PIL filters on a masked region of a clean picture, no scene knowledge, no assessor labels. It gives the tiny
@@ -13,7 +14,7 @@ import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 Corrupt = Callable[[Image.Image, np.random.Generator], Image.Image]
 
@@ -92,6 +93,43 @@ def _clone(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(moved[:, ::-1] if rng.uniform() < 0.5 else moved))
 
 
+def _streak(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A long directional smudge (a finger drawn across wet paint); corrupt_regions feathers its edges."""
+    arr = np.asarray(img, dtype=np.float32)
+    length, angle = rng.uniform(12, 28), rng.uniform(0, np.pi)
+    offsets = np.linspace(0, length, 11)  # one-sided: content is dragged, not only averaged
+    weights = np.exp(-offsets / length)
+    acc = sum(w * _shifted(arr, t * np.sin(angle), t * np.cos(angle)) for w, t in zip(weights, offsets, strict=True))
+    return Image.fromarray((acc / weights.sum()).astype(np.uint8))
+
+
+def _ramp_bands(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A smooth shading gradient over the picture, quantised into flat contour bands."""
+    arr = np.asarray(img, dtype=np.float32)
+    h, w = arr.shape[:2]
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    if rng.uniform() < 0.5:
+        ramp = np.hypot(gy - cy, gx - cx) / max(h, w)
+    else:
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * gx + np.sin(angle) * gy) / max(h, w)
+    shaded = arr + ((ramp - ramp.mean()) * rng.uniform(40, 110))[..., None]  # zero mean: no brighter box
+    levels = rng.uniform(14, 40)
+    return Image.fromarray(np.clip(np.floor(shaded / levels) * levels + levels / 2, 0, 255).astype(np.uint8))
+
+
+def _row_tear(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Horizontal strips shifted sideways against their neighbours, a dark line at each tear."""
+    arr = np.asarray(img).copy()
+    h = arr.shape[0]
+    strip, shift = int(rng.integers(6, 22)), int(rng.integers(3, 14)) * int(rng.choice([-1, 1]))
+    for y0 in range(int(rng.integers(0, strip)), h, 2 * strip):
+        arr[y0 : y0 + strip] = np.roll(arr[y0 : y0 + strip], shift, axis=1)
+        arr[y0] = (arr[y0] * 0.6).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
 CORRUPTIONS: dict[str, Corrupt] = {
     "noise": _noise,
     "blur": _blur,
@@ -102,7 +140,12 @@ CORRUPTIONS: dict[str, Corrupt] = {
     "motion_blur": _motion_blur,
     "elastic": _elastic,
     "clone": _clone,
+    "streak": _streak,
+    "ramp_bands": _ramp_bands,
+    "row_tear": _row_tear,
 }
+# Kinds whose region blends in over a soft border (a smudge has no hard edge); the others are pasted hard.
+FEATHERED = frozenset({"streak"})
 # The committed tiny base's first stage was trained on these six; the later kinds extend it.
 FIRST_KINDS = ("noise", "blur", "posterize", "jpeg", "pixelate", "displace")
 CLASSES = ("clean", *FIRST_KINDS)
@@ -136,6 +179,11 @@ def corrupt_regions(
         mask = Image.new("L", (w, h), 0)
         shape = ImageDraw.Draw(mask).ellipse if rng.uniform() < 0.5 else ImageDraw.Draw(mask).rectangle
         shape((x0, y0, x0 + sw, y0 + sh), fill=255)
-        out = Image.composite(CORRUPTIONS[kinds[kind]](out, rng), out, mask)
+        blend = mask
+        if kinds[kind] in FEATHERED:  # soft inside the shape, still nothing outside it
+            radius = 0.2 * min(sw, sh)
+            soft = mask.filter(ImageFilter.GaussianBlur(radius)).point(lambda v: max(0, 2 * v - 255))
+            blend = ImageChops.multiply(soft, mask)
+        out = Image.composite(CORRUPTIONS[kinds[kind]](out, rng), out, blend)
         classes[np.asarray(mask) > 127] = kind + 1
     return out, classes

@@ -38,12 +38,16 @@ def pretrain_vision_tower(
     eval_every: int = 100,
     eval_images: int = 128,
     kinds: tuple[str, ...] = FIRST_KINDS,
+    decay_steps: int = 0,
     on_eval: Callable[[dict], None] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Train ``model.model.visual`` (tower + merger) in place; returns the evaluation log, one row per evaluation:
     step, seconds, mean training loss since the last row, token ROC-AUC (corrupted vs clean) and per-class recall
     on a fixed held-out batch (each row also goes to ``on_eval`` as it is made).
+
+    The learning rate is constant, then follows a cosine to 0 over the last ``decay_steps`` steps (0: constant
+    throughout).
 
     ``image_size`` must be the size the processor keeps native (min_pixels = max_pixels = image_size**2), so each
     merged token covers exactly one cell of the class map."""
@@ -57,6 +61,12 @@ def pretrain_vision_tower(
     names = ("clean", *kinds)
     head = torch.nn.Linear(model.config.text_config.hidden_size, len(names))
     optimizer = torch.optim.AdamW([*vision.parameters(), *head.parameters()], lr=learning_rate)
+    scheduler = None
+    if decay_steps > 0:
+        from transformers import get_wsd_schedule
+
+        decay = min(decay_steps, steps)
+        scheduler = get_wsd_schedule(optimizer, num_warmup_steps=0, num_decay_steps=decay, num_training_steps=steps)
     rng = np.random.default_rng(data_seed)
 
     def batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,6 +96,8 @@ def pretrain_vision_tower(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(loss.item())
         if step % eval_every == 0 or step == steps:
             vision.eval()
