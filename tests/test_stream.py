@@ -40,6 +40,15 @@ def test_rows_are_twins_of_one_scene_with_assessor_labels():
     assert np.mean([r["label"] for r in rows[1::2]]) > 0.7 and np.mean([r["label"] for r in rows[::2]]) < 0.3
 
 
+def test_stream_seed_draws_another_stream_of_the_same_generator():
+    default, again, other = _rows(8), _rows(8, stream_seed=0), _rows(8, stream_seed=7)
+    assert [np.asarray(r["image"]).tobytes() for r in default] == [np.asarray(r["image"]).tobytes() for r in again]
+    assert all(
+        not np.array_equal(np.asarray(a["image"]), np.asarray(b["image"])) for a, b in zip(default, other, strict=True)
+    )
+    assert [r["defect"] == "none" for r in other] == [True, False] * 4  # still clean/defective twins
+
+
 def test_types_join_one_at_a_time_and_stay():
     rows = _rows(120, batch_size=4, add_every=5, types=("noise_burst", "banding", "warp"))
     steps = [i // 4 for i in range(len(rows))]

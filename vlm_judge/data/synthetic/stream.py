@@ -12,8 +12,9 @@ ones already in stay in the mix (switching from one type to all of them at once 
 the defect region's side shrinks linearly from ``area_start`` to ``config.defect_area`` over ``area_ramp_steps``
 steps. Images are rendered at ``config.image_size``, never resized.
 
-Scenes are drawn from streams keyed by (``config.seed``, STREAM_PURPOSE, index), disjoint from the ones
-generate_synthetic_dataset uses (purposes 0-4), so the stream never repeats a prompt of the logs on disk.
+Scenes are drawn from streams keyed by (``config.seed``, STREAM_PURPOSE, index[, ``stream_seed``]), disjoint
+from the ones generate_synthetic_dataset uses (purposes 0-4), so the stream never repeats a prompt of the logs on
+disk; ``stream_seed`` draws another stream (run-to-run variance of a recipe) without touching those logs.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class StreamCurriculum:
     area_start: tuple[float, float] = (0.7, 0.9)  # defect region side at step 0, as a fraction of the image side
     area_ramp_steps: int = 2800  # steps over which the side shrinks to the config's defect_area
     batch_size: int = 16  # rows per optimizer step (maps a row index to its step)
+    stream_seed: int = 0  # another value draws another training stream (same generator, same on-disk logs)
 
     def __post_init__(self) -> None:
         self.types = tuple(self.types)
@@ -75,7 +77,8 @@ def stream_rows(config: SyntheticConfig, curriculum: StreamCurriculum, start: in
     index = start
     row = 2 * start
     while True:
-        rng = np.random.default_rng([config.seed, STREAM_PURPOSE, index])
+        key = [config.seed, STREAM_PURPOSE, index]
+        rng = np.random.default_rng(key if not curriculum.stream_seed else [*key, curriculum.stream_seed])
         scene = make_scene(rng)
         step = row // curriculum.batch_size
         choices = applicable_defects(scene, curriculum.types_at(step))
