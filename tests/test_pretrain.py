@@ -92,6 +92,8 @@ def test_pretraining_refuses_an_image_size_the_processor_would_resize(small_mode
         pretrain_vision_tower(model, processor, steps=1, image_size=224, eval_images=2)
     with pytest.raises(ValueError, match="not a multiple of the merged-token cell"):
         pretrain_vision_tower(model, processor, steps=1, image_size=100, eval_images=2)
+    with pytest.raises(ValueError, match="decay_steps must be >= 0 .*got -5"):
+        pretrain_vision_tower(model, processor, steps=1, image_size=SIDE, eval_images=2, decay_steps=-5)
 
 
 def test_the_recipe_base_is_the_committed_pretrained_tiny_model(tmp_path):

@@ -61,6 +61,8 @@ def pretrain_vision_tower(
     names = ("clean", *kinds)
     head = torch.nn.Linear(model.config.text_config.hidden_size, len(names))
     optimizer = torch.optim.AdamW([*vision.parameters(), *head.parameters()], lr=learning_rate)
+    if decay_steps < 0:
+        raise ValueError(f"decay_steps must be >= 0 (0: a constant learning rate), got {decay_steps}")
     scheduler = None
     if decay_steps > 0:
         from transformers import get_wsd_schedule
