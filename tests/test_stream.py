@@ -125,3 +125,21 @@ def test_a_model_built_before_a_spec_field_existed_is_reused(tmp_path):
     assert tiny_model_dir({}, str(folder)) == folder
     with pytest.raises(ValueError, match="holds a different model"):
         tiny_model_dir({"init_gain": 1.0}, str(folder))
+
+
+def test_type_weights_tilt_the_defect_mix_and_reject_unknown_types():
+    choices = ["noise_burst", "banding", "seam", "smear"]
+    rng = np.random.default_rng(0)
+    weighted = StreamCurriculum(type_weights={"banding": 3.0, "noise_burst": 0.5})
+    drawn = [weighted.draw_type(choices, rng) for _ in range(4000)]
+    share = {t: drawn.count(t) / len(drawn) for t in choices}
+    # weights 0.5 / 3 / 1 / 1 of a total 5.5
+    assert share["banding"] == pytest.approx(3 / 5.5, abs=0.03)
+    assert share["noise_burst"] == pytest.approx(0.5 / 5.5, abs=0.02)
+    assert share["seam"] == pytest.approx(1 / 5.5, abs=0.03)
+    uniform = [StreamCurriculum().draw_type(choices, rng) for _ in range(4000)]
+    assert uniform.count("banding") / 4000 == pytest.approx(0.25, abs=0.03)
+    with pytest.raises(ValueError, match="type_weights .*'blurry'"):
+        StreamCurriculum(type_weights={"blurry": 2.0})
+    with pytest.raises(ValueError, match="weights > 0"):
+        StreamCurriculum(type_weights={"seam": 0.0})

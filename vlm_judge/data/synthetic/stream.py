@@ -48,6 +48,9 @@ class StreamCurriculum:
     area_ramp_steps: int = 2800  # steps over which the side shrinks to the config's defect_area
     batch_size: int = 16  # rows per optimizer step (maps a row index to its step)
     stream_seed: int = 0  # another value draws another training stream (same generator, same on-disk logs)
+    # Relative draw weight per defect type among those a scene can show (missing types weigh 1; None: uniform,
+    # the default stream): more of the types the judge finds hard, at the same images per step.
+    type_weights: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.types = tuple(self.types)
@@ -59,6 +62,13 @@ class StreamCurriculum:
             raise ValueError(f"batch_size must be even (clean/defective pairs), got {self.batch_size}")
         if self.add_every < 0 or self.area_ramp_steps < 0:
             raise ValueError("add_every and area_ramp_steps must be >= 0")
+        if self.type_weights is not None:
+            self.type_weights = {str(k): float(v) for k, v in self.type_weights.items()}
+            unknown_weighted = sorted(set(self.type_weights) - set(DEFECTS))
+            if unknown_weighted or any(not w > 0 for w in self.type_weights.values()):
+                raise ValueError(
+                    f"type_weights must map defect types of {tuple(DEFECTS)} to weights > 0, got {self.type_weights}"
+                )
         if len(self.area_start) != 2 or not 0.05 <= self.area_start[0] <= self.area_start[1] <= 0.9:
             raise ValueError(f"area_start must be (low, high) within [0.05, 0.9], got {self.area_start}")
 
@@ -66,6 +76,12 @@ class StreamCurriculum:
         if not self.add_every:
             return self.types
         return self.types[: 1 + step // self.add_every]
+
+    def draw_type(self, choices: list[str], rng: np.random.Generator) -> str:
+        if self.type_weights is None:
+            return str(rng.choice(choices))
+        weights = np.array([self.type_weights.get(c, 1.0) for c in choices])
+        return str(rng.choice(choices, p=weights / weights.sum()))
 
     def area_at(self, step: int, final: tuple[float, float]) -> tuple[float, float]:
         done = 1.0 if not self.area_ramp_steps else min(1.0, step / self.area_ramp_steps)
@@ -85,7 +101,7 @@ def stream_rows(config: SyntheticConfig, curriculum: StreamCurriculum, start: in
         index += 1
         if not choices:
             continue  # e.g. only broken_grid allowed yet and this scene has no grid
-        defect = str(rng.choice(choices))
+        defect = curriculum.draw_type(choices, rng)
         jitter_seed = int(rng.integers(1 << 62))
         area = curriculum.area_at(step, config.defect_area)
         for kind in ("none", defect):
