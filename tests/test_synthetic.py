@@ -25,7 +25,7 @@ from vlm_judge.data.synthetic import (
     make_scene,
     render_generation,
 )
-from vlm_judge.data.synthetic.defects import DefectType
+from vlm_judge.data.synthetic.defects import DefectType, ImageDefect
 from vlm_judge.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +111,29 @@ def test_each_defect_is_large_and_visible(defect: str) -> None:
     assert changed.mean() > 0.01, f"{defect}: only {changed.mean():.4f} of pixels changed"
     extent = max(xs.max() - xs.min(), ys.max() - ys.min()) / size
     assert extent >= 0.2, f"{defect}: changed region spans only {extent:.2f} of the side"
+
+
+@pytest.mark.parametrize("defect", DEFECT_TYPES)
+def test_a_defect_on_the_clean_render_is_the_same_image(defect: str) -> None:
+    # The training stream hands the clean twin to render_generation so that an image-space defect edits it
+    # instead of rendering the scene again; the image must not change by that.
+    size = 128
+    scene = _scene_with_everything()
+    clean = render_generation(scene, size, np.random.default_rng(1))
+    rendered = render_generation(scene, size, np.random.default_rng(1), defect, np.random.default_rng(2))
+    reused = render_generation(
+        scene, size, np.random.default_rng(1), defect, np.random.default_rng(2), clean=clean.copy()
+    )
+    assert np.array_equal(np.asarray(reused), np.asarray(rendered))
+    assert not np.array_equal(np.asarray(reused), np.asarray(clean))
+    # and the clean render is really what an image-space defect edits (render-time defects draw their own)
+    other = Image.fromarray(np.random.default_rng(3).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    on_other = render_generation(
+        scene, size, np.random.default_rng(1), defect, np.random.default_rng(2), clean=other
+    )
+    edits_the_render = isinstance(DEFECTS[defect].apply, ImageDefect)
+    assert edits_the_render == (defect not in ("broken_grid", "garbled_text"))
+    assert np.array_equal(np.asarray(on_other), np.asarray(rendered)) != edits_the_render
 
 
 def test_refuses_foreign_folder_and_replaces_its_own(tmp_path: Path) -> None:

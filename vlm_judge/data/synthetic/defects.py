@@ -161,16 +161,10 @@ VISIBLE_LEVELS = 24
 MAX_PLACEMENTS = 5
 
 
-def _place_and_edit(
-    edit: ImageEdit,
-    scene: Scene,
-    size: int,
-    jitter_rng: np.random.Generator,
-    rng: np.random.Generator,
-    side: float,
-    strength: float,
+def _edit_placed(
+    edit: ImageEdit, scene: Scene, arr: np.ndarray, rng: np.random.Generator, side: float, strength: float
 ) -> Image.Image:
-    arr = np.array(render_scene(scene, size, jitter_rng))
+    size = arr.shape[0]
     best: tuple[float, np.ndarray] | None = None
     for attempt in range(MAX_PLACEMENTS):
         # First tries on textured content, where a smear/warp/seam shows; then anywhere with content.
@@ -188,9 +182,32 @@ def _place_and_edit(
     return Image.fromarray(best[1])
 
 
+@dataclass(frozen=True)
+class ImageDefect:
+    """The ``apply`` of an image-space defect: render clean, then ``edit`` a region placed on scene content.
+
+    ``clean``: the clean render of the same scene and jitter (what ``render_scene(scene, size, jitter_rng)``
+    returns), reused instead of rendering it again; the result is the same image."""
+
+    edit: ImageEdit
+
+    def __call__(
+        self,
+        scene: Scene,
+        size: int,
+        jitter_rng: np.random.Generator,
+        rng: np.random.Generator,
+        side: float,
+        strength: float,
+        clean: Image.Image | None = None,
+    ) -> Image.Image:
+        arr = np.array(clean if clean is not None else render_scene(scene, size, jitter_rng))
+        return _edit_placed(self.edit, scene, arr, rng, side, strength)
+
+
 def image_defect(edit: ImageEdit) -> Apply:
-    """The ``apply`` of an image-space defect: render clean, then ``edit`` a region placed on scene content."""
-    return partial(_place_and_edit, edit)
+    """The ``apply`` of an image-space defect made of ``edit`` (ImageDefect)."""
+    return ImageDefect(edit)
 
 
 # ------------------------------------------------------------------------------------- render-time defects
@@ -325,10 +342,14 @@ def render_generation(
     *,
     area: tuple[float, float] = (0.25, 0.45),
     strength: float = 1.0,
+    clean: Image.Image | None = None,
 ) -> Image.Image:
     """Render one system's image of ``scene`` at ``size`` x ``size``, with ``defect`` (a DEFECT_TYPES name) or none.
 
-    ValueError for an unknown defect or one that ``scene`` cannot show (broken_grid without a grid, ...).
+    ``clean``: this system's clean render of ``scene`` (the ``defect=None`` image for the same jitter), which an
+    image-space defect edits instead of rendering the scene again (the training stream's twins); render-time
+    defects ignore it. ValueError for an unknown defect or one that ``scene`` cannot show (broken_grid without a
+    grid, ...).
     """
     if defect is None or defect == "none":
         return render_scene(scene, size, jitter_rng)
@@ -338,4 +359,7 @@ def render_generation(
     if kind.applies is not None and not kind.applies(scene):
         raise ValueError(f"defect {defect!r} does not apply to this scene")
     rng = defect_rng if defect_rng is not None else np.random.default_rng()
-    return kind.apply(scene, size, jitter_rng, rng, rng.uniform(*area), strength)
+    side = rng.uniform(*area)
+    if clean is not None and isinstance(kind.apply, ImageDefect):
+        return kind.apply(scene, size, jitter_rng, rng, side, strength, clean=clean)
+    return kind.apply(scene, size, jitter_rng, rng, side, strength)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -25,7 +25,8 @@ GlyphFault = Callable[[ImageDraw.ImageDraw, float, float, float, float, Colour, 
 
 
 def _jitter_colour(rng: np.random.Generator, c: Colour, amount: int = 10) -> Colour:
-    return tuple(int(np.clip(v + rng.integers(-amount, amount + 1), 0, 255)) for v in c)  # type: ignore[return-value]
+    # Python min/max: np.clip on scalars was a tenth of the training stream's rendering time
+    return tuple(min(255, max(0, int(v + rng.integers(-amount, amount + 1)))) for v in c)  # type: ignore[return-value]
 
 
 def _background(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -103,16 +104,14 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, size: int, fill, outlin
 
 def _jittered(shape: Shape, rng: np.random.Generator) -> Shape:
     scale = 1 + rng.normal(0, 0.04)
-    return Shape(
-        **{
-            **asdict(shape),
-            "cx": shape.cx + rng.normal(0, 0.012),
-            "cy": shape.cy + rng.normal(0, 0.012),
-            "w": shape.w * scale,
-            "h": shape.h * scale,
-            "angle": shape.angle + rng.normal(0, 0.05),
-            "colour": _jitter_colour(rng, shape.colour),
-        }
+    return replace(  # a shallow copy (asdict deep-copies every field: slow, and fields are immutable)
+        shape,
+        cx=shape.cx + rng.normal(0, 0.012),
+        cy=shape.cy + rng.normal(0, 0.012),
+        w=shape.w * scale,
+        h=shape.h * scale,
+        angle=shape.angle + rng.normal(0, 0.05),
+        colour=_jitter_colour(rng, shape.colour),
     )
 
 

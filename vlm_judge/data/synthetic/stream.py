@@ -104,11 +104,14 @@ def stream_rows(config: SyntheticConfig, curriculum: StreamCurriculum, start: in
         defect = curriculum.draw_type(choices, rng)
         jitter_seed = int(rng.integers(1 << 62))
         area = curriculum.area_at(step, config.defect_area)
+        clean = None
         for kind in ("none", defect):
             image = render_generation(
                 scene, config.image_size, np.random.default_rng(jitter_seed), kind, rng,
-                area=area, strength=config.defect_strength,
+                area=area, strength=config.defect_strength, clean=clean,
             )
+            if clean is None:  # the defective twin edits this render instead of rendering the scene again
+                clean = image
             detect = DEFECTS[kind].detection if kind != "none" else config.false_alarm
             votes = int((rng.uniform(size=config.votes) < detect).sum())
             yield {
