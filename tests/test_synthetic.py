@@ -134,6 +134,8 @@ def test_a_defect_on_the_clean_render_is_the_same_image(defect: str) -> None:
     edits_the_render = isinstance(DEFECTS[defect].apply, ImageDefect)
     assert edits_the_render == (defect not in ("broken_grid", "garbled_text"))
     assert np.array_equal(np.asarray(on_other), np.asarray(rendered)) != edits_the_render
+    with pytest.raises(ValueError, match=r"clean must be this scene's 128x128 clean render, got a \(64, 64\)"):
+        render_generation(scene, size, np.random.default_rng(1), defect, np.random.default_rng(2), clean=clean.resize((64, 64)))
 
 
 def test_refuses_foreign_folder_and_replaces_its_own(tmp_path: Path) -> None:

@@ -359,6 +359,8 @@ def render_generation(
     if kind.applies is not None and not kind.applies(scene):
         raise ValueError(f"defect {defect!r} does not apply to this scene")
     rng = defect_rng if defect_rng is not None else np.random.default_rng()
+    if clean is not None and clean.size != (size, size):
+        raise ValueError(f"clean must be this scene's {size}x{size} clean render, got a {clean.size} image")
     side = rng.uniform(*area)
     if clean is not None and isinstance(kind.apply, ImageDefect):
         return kind.apply(scene, size, jitter_rng, rng, side, strength, clean=clean)
