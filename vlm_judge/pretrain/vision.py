@@ -57,12 +57,12 @@ def pretrain_vision_tower(
     cell = vision_config.patch_size * vision_config.spatial_merge_size
     if image_size % cell:
         raise ValueError(f"image_size {image_size} is not a multiple of the merged-token cell ({cell} px)")
+    if decay_steps < 0:
+        raise ValueError(f"decay_steps must be >= 0 (0: a constant learning rate), got {decay_steps}")
     vision = model.model.visual.train()
     names = ("clean", *kinds)
     head = torch.nn.Linear(model.config.text_config.hidden_size, len(names))
     optimizer = torch.optim.AdamW([*vision.parameters(), *head.parameters()], lr=learning_rate)
-    if decay_steps < 0:
-        raise ValueError(f"decay_steps must be >= 0 (0: a constant learning rate), got {decay_steps}")
     scheduler = None
     if decay_steps > 0:
         from transformers import get_wsd_schedule
