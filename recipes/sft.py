@@ -128,6 +128,7 @@ def main(
             peft_config=peft_config,
             judge_prompt=prompt,
             group_by="prompt_id" if script_args.group_batches_by_prompt else None,
+            pair_loss_weight=script_args.pair_loss_weight,
         )
         fingerprint = dataset_fingerprint(script_args.dataset_dir)
         run.log_params(

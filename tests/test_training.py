@@ -75,7 +75,16 @@ def _sft_config(tmp_path, **overrides):
 
 
 def _trainer(
-    tiny_model_dir, processor, judge_data, tmp_path, *, model_args=None, script_args=None, group_by=None, **config
+    tiny_model_dir,
+    processor,
+    judge_data,
+    tmp_path,
+    *,
+    model_args=None,
+    script_args=None,
+    group_by=None,
+    pair_loss_weight=0.0,
+    **config,
 ):
     from trl import ModelConfig
 
@@ -100,6 +109,7 @@ def _trainer(
         processing_class=processor,
         peft_config=peft_config,
         group_by=group_by,
+        pair_loss_weight=pair_loss_weight,
     )
 
 
@@ -192,6 +202,47 @@ def test_hard_label_loss_is_plain_sft_nll(tiny_model_dir, processor, judge_data,
     pair, neg_mass, _ = answer_loss_terms(logits, targets, [7], [9])
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor([7, 9, 7, 9]), reduction="none")
     assert torch.allclose(pair + neg_mass, nll)
+
+
+def test_prompt_pair_loss_hand_computed():
+    from vlm_judge.training.trainer import prompt_pair_loss
+
+    log_odds = torch.tensor([2.0, -1.0, 0.5, 0.0, 3.0, -2.0, 1.0])
+    targets = torch.tensor([1.0, 0.0, 0.2, 0.7, 1.0, 0.4, 0.4])
+    groups = torch.tensor([0, 0, 1, 1, -1, 2, 2])  # -1: no prompt; group 2: equal targets, no pair
+    expected = (math.log1p(math.exp(-3.0)) + math.log1p(math.exp(-(0.0 - 0.5)))) / 2
+    assert prompt_pair_loss(log_odds, targets, groups).item() == pytest.approx(expected, rel=1e-6)
+    assert prompt_pair_loss(log_odds[5:], targets[5:], groups[5:]) is None
+
+
+def test_pair_loss_weight_adds_the_pairwise_term_to_the_judge_loss(tiny_model_dir, processor, judge_data, tmp_path):
+    from vlm_judge.training import JudgeDataCollator, prepare_split
+
+    trainer = _trainer(tiny_model_dir, processor, judge_data, tmp_path)
+    rows = list(prepare_split(judge_data["train"]).select(range(4)))
+    for row, prompt, label in zip(rows, ["a", "a", "b", "b"], [1, 0, 0, 1], strict=True):
+        row["prompt_id"], row["label"], row["soft_label"] = prompt, label, float(label)
+    batch = JudgeDataCollator(processor=processor)(rows)
+    assert batch["judge_groups"].tolist() == [0, 0, 1, 1]
+    model = trainer.model.eval()
+    with torch.no_grad():
+        plain = trainer.compute_loss(model, dict(batch)).item()
+        trainer.pair_loss_weight = 0.5
+        paired = trainer.compute_loss(model, dict(batch)).item()
+        full = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("judge_")}
+        logits = model(**full).logits.double()
+
+    defect_ids, clean_ids = answer_token_ids(processor.tokenizer, load_prompt())
+    log_odds = []
+    for b in range(4):
+        answer = int((batch["labels"][b] != -100).nonzero()[0])
+        probs = torch.softmax(logits[b, answer - 1], dim=-1)
+        log_odds.append(math.log(probs[defect_ids].sum().item() / probs[clean_ids].sum().item()))
+    pairs = [log_odds[0] - log_odds[1], log_odds[3] - log_odds[2]]  # the defective row first
+    expected = sum(math.log1p(math.exp(-m)) for m in pairs) / 2
+    assert paired - plain == pytest.approx(0.5 * expected, rel=1e-4)
+    with pytest.raises(ValueError, match="pair_loss_weight must be >= 0"):
+        _trainer(tiny_model_dir, processor, judge_data, tmp_path, pair_loss_weight=-1.0)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -90,7 +90,8 @@ def pretrain_answering(
         if step % eval_every == 0 or step == steps:
             model.eval()
             with torch.no_grad():
-                _, _, p_yes = answer_terms(*held_out)
+                _, _, log_odds = answer_terms(*held_out)
+                p_yes = torch.sigmoid(log_odds)
             model.train()
             row = {
                 "step": step,

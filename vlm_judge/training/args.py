@@ -111,6 +111,14 @@ class JudgeScriptArguments:
             "versions of one scene in the same batch make the defect, not the scene, the signal."
         },
     )
+    pair_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a pairwise (Bradley-Terry) term over the images of one prompt in a batch whose "
+            "targets differ: -log sigmoid(logit p_a - logit p_b), a the more defective. 0 = off. Needs batches "
+            "that hold several images of a prompt (the synthetic stream's twins, or group_batches_by_prompt)."
+        },
+    )
     # ---- judge evaluation (Trainer's eval loop with the judge's compute_metrics)
     judge_eval_split: str = field(
         default="validation", metadata={"help": "Split evaluated during training (eval_* metrics)."}

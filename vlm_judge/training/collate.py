@@ -6,7 +6,8 @@ the rendering, image processing and the assistant-only label mask ({% generation
 tokens are the answer word, <|im_end|> and the newline after it: never a prompt or image token. The collator adds
 `judge_targets` (the p_defect target per row: hard 0/1 or the vote ratio) for JudgeSFTTrainer's loss, and the
 row's truth for evaluation's metrics (training/evaluation.py): `judge_labels`, `judge_soft_labels` and
-`judge_defects` (the defect type's index in `defect_types`).
+`judge_defects` (the defect type's index in `defect_types`); and `judge_groups`, each row's prompt as an index within
+the batch (-1 without a prompt_id), for the loss's pairwise term over images of one prompt.
 """
 
 from __future__ import annotations
@@ -119,6 +120,14 @@ class JudgeDataCollator(DataCollatorForVisionLanguageModeling):
         batch["judge_soft_labels"] = torch.tensor(soft_labels, dtype=torch.float32)
         batch["judge_defects"] = torch.tensor(
             [type_index.get(str(example.get("defect", "")), UNTYPED) for example in examples],
+            dtype=torch.long,
+        )
+        prompts: dict[str, int] = {}
+        batch["judge_groups"] = torch.tensor(
+            [
+                prompts.setdefault(str(example["prompt_id"]), len(prompts)) if example.get("prompt_id") else -1
+                for example in examples
+            ],
             dtype=torch.long,
         )
         return batch

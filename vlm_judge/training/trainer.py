@@ -14,7 +14,12 @@ Per labelled token (the collator labels the answer word, <|im_end|> and the newl
 - the other labelled tokens: their next-token NLL.
 
 The sum is divided by the number of labelled tokens (by num_items_in_batch under gradient accumulation), the
-same normalisation as TRL's loss. Only the labelled positions are projected through the LM head (logits_to_keep),
+same normalisation as TRL's loss.
+
+Optionally (pair_loss_weight > 0), a pairwise term over the images of one prompt in a batch whose targets differ,
+the Bradley-Terry loss of reward models and of an SbS verdict: -log sigmoid(z_a - z_b), z = log(p / (1 - p)), a the
+row with the higher target, averaged over such pairs and added with that weight. Two renderings of one scene differ
+in little but the defect, so the term's gradient is the defect's. Only the labelled positions are projected through the LM head (logits_to_keep),
 so a 151k-word vocabulary costs a few rows per sequence, not ~1400.
 
 Evaluation reuses that forward pass (vlm_judge/training/evaluation.py): prediction_step returns each row's
@@ -40,14 +45,25 @@ from .evaluation import EVAL_TRUTH, JudgeMetrics
 def answer_loss_terms(
     logits: torch.Tensor, targets: torch.Tensor, defect_ids: list[int], clean_ids: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(pair cross-entropy, -log P(Yes or No), p_defect) per row from answer-position logits [B, V]."""
+    """(pair cross-entropy, -log P(Yes or No), log-odds of p_defect) per row from answer-position logits [B, V]."""
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     defect = torch.logsumexp(log_probs[:, defect_ids], dim=-1)
     clean = torch.logsumexp(log_probs[:, clean_ids], dim=-1)
     mass = torch.logaddexp(defect, clean)  # log(P(Yes) + P(No))
     log_p, log_not_p = defect - mass, clean - mass
     pair_ce = -(targets * log_p + (1 - targets) * log_not_p)
-    return pair_ce, -mass, log_p.exp()
+    return pair_ce, -mass, defect - clean
+
+
+def prompt_pair_loss(log_odds: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor | None:
+    """Mean of -log sigmoid(z_a - z_b) over row pairs (a, b) of one group (groups >= 0) with target_a > target_b;
+    None when the batch has no such pair."""
+    same = (groups[:, None] == groups[None, :]) & (groups[:, None] >= 0)
+    ordered = same & (targets[:, None] > targets[None, :])
+    if not bool(ordered.any()):
+        return None
+    margins = log_odds[:, None] - log_odds[None, :]
+    return F.softplus(-margins[ordered]).mean()
 
 
 class GroupedSampler(torch.utils.data.Sampler):
@@ -79,13 +95,21 @@ class JudgeSFTTrainer(SFTTrainer):
     """SFTTrainer whose loss is the judge's answer loss (module docstring) and whose evaluation reports the judge's
     metrics; batches come from a JudgeDataCollator (judge_targets and the other EVAL_TRUTH columns).
 
-    group_by: a train-dataset column (e.g. prompt_id) whose groups are kept together in batches. compute_metrics
-    defaults to JudgeMetrics over the collator's defect types, preprocess_logits_for_metrics to answer_scores."""
+    group_by: a train-dataset column (e.g. prompt_id) whose groups are kept together in batches. pair_loss_weight:
+    the weight of the pairwise term over one prompt's images (module docstring; 0 = off). compute_metrics defaults to JudgeMetrics over the collator's defect types, preprocess_logits_for_metrics to answer_scores."""
 
     def __init__(
-        self, *args: Any, judge_prompt: JudgePrompt | None = None, group_by: str | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        judge_prompt: JudgePrompt | None = None,
+        group_by: str | None = None,
+        pair_loss_weight: float = 0.0,
+        **kwargs: Any,
     ) -> None:
+        if pair_loss_weight < 0:
+            raise ValueError(f"pair_loss_weight must be >= 0, got {pair_loss_weight}")
         self.group_by = group_by
+        self.pair_loss_weight = pair_loss_weight
         collator = kwargs.get("data_collator")
         kwargs.setdefault("compute_metrics", JudgeMetrics(tuple(getattr(collator, "defect_types", ()))))
         kwargs.setdefault("preprocess_logits_for_metrics", self.answer_scores)
@@ -103,6 +127,7 @@ class JudgeSFTTrainer(SFTTrainer):
         mode = "train" if self.model.training else "eval"
         inputs = dict(inputs)
         targets = inputs.pop("judge_targets").float()
+        groups = inputs.pop("judge_groups", None)
         for key in EVAL_TRUTH:
             inputs.pop(key, None)  # the rest of the truth is for compute_metrics, not the model
         labels = inputs.pop("labels")
@@ -124,9 +149,10 @@ class JudgeSFTTrainer(SFTTrainer):
         first[1:] = rows[1:] != rows[:-1]
         if int(first.sum()) != labels.size(0):
             raise ValueError("every row needs an answer token; some row has no labelled token")
-        pair_ce, neg_mass, p_defect = answer_loss_terms(
+        pair_ce, neg_mass, log_odds = answer_loss_terms(
             logits[first], targets[rows[first]], self.defect_ids, self.clean_ids
         )
+        p_defect = torch.sigmoid(log_odds)
         answer_loss = pair_ce + neg_mass
         rest_loss = F.cross_entropy(logits[~first].float(), tokens[~first], reduction="sum")
         total = answer_loss.sum() + rest_loss
@@ -135,6 +161,13 @@ class JudgeSFTTrainer(SFTTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # As in TRL/Trainer: num_items_in_batch counts every rank's tokens and DDP averages gradients.
             loss = loss * self.accelerator.num_processes
+        pair_loss = None
+        if self.pair_loss_weight > 0 and groups is not None:
+            pair_loss = prompt_pair_loss(log_odds, targets, groups)
+        if pair_loss is not None:
+            # Trainer does not divide a num_items_in_batch-normalised loss by the accumulation steps: this term too.
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + self.pair_loss_weight * pair_loss / steps
 
         if mode == "train":  # evaluation reports these through compute_metrics (answer_scores)
             with torch.no_grad():
@@ -145,6 +178,8 @@ class JudgeSFTTrainer(SFTTrainer):
                     gather(((p_defect >= 0.5).float() == hard).float()).mean().item()
                 )
                 self._metrics[mode]["answer_mass"].append(gather((-neg_mass).exp().detach()).mean().item())
+                if pair_loss is not None:
+                    self._metrics[mode]["pair_loss"].append(gather(pair_loss.detach()[None]).mean().item())
         if return_outputs:
             outputs.logits = logits[first]  # each row's answer position: all that evaluation reads
             return loss, outputs
