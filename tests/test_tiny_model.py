@@ -13,6 +13,7 @@ from vlm_judge.modeling import (
     load_processor,
     pixel_bounds,
     score_images,
+    use_matmul_patch_embedding,
     visual_tokens,
 )
 from vlm_judge.tiny_model import CHAT_TEMPLATE_FILE
@@ -54,6 +55,7 @@ def test_round_trip_and_loading_like_the_2b_model(tiny_model_dir, tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     assert isinstance(model, Qwen2VLForConditionalGeneration)
     assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    use_matmul_patch_embedding(model)  # as load_model does: the scores below are then bit-equal
     processor = load_processor(tiny_model_dir)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
@@ -62,6 +64,38 @@ def test_round_trip_and_loading_like_the_2b_model(tiny_model_dir, tmp_path):
         assert torch.equal(a, b)
     images = [_image(256, 1), _image(256, 2)]
     assert score_images(model, processor, images) == pytest.approx(score_images(reloaded, reprocessor, images), abs=0)
+
+
+def test_patch_projection_is_the_patch_convolution(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_judge.modeling import PatchProjection
+
+    plain = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    fast = load_model(tiny_model_dir)
+    conv, proj = plain.model.visual.patch_embed.proj, fast.model.visual.patch_embed.proj
+    assert type(conv) is torch.nn.Conv3d and type(proj) is PatchProjection
+    assert use_matmul_patch_embedding(fast) == 0  # already swapped: nothing left to do
+    assert list(plain.state_dict()) == list(fast.state_dict())
+
+    width = conv.in_channels * int(np.prod(conv.kernel_size))
+    pixels = torch.randn(512, width, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for model in (plain, fast):
+        embed = model.model.visual.patch_embed
+        out = embed(pixels)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append((out.detach(), embed.proj.weight.grad.clone()))
+    assert outputs[0][0].shape == outputs[1][0].shape == (512, conv.out_channels)
+    assert torch.allclose(outputs[0][0], outputs[1][0], atol=1e-5)
+    assert torch.allclose(outputs[0][1], outputs[1][1], atol=1e-4)
+    with pytest.raises(ValueError, match="kernel-sized patches"):
+        proj(torch.zeros(2, conv.in_channels, 4, 14, 14))
+
+    fast.save_pretrained(tmp_path)  # the checkpoint is the same format: a plain load reads it back
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert type(reloaded.model.visual.patch_embed.proj) is torch.nn.Conv3d
+    assert torch.equal(reloaded.model.visual.patch_embed.proj.weight, proj.weight)
 
 
 def test_chat_template_is_qwen2_vl_and_yes_no_are_single_tokens(tiny_model_dir):
