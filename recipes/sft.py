@@ -129,7 +129,6 @@ def main(
             judge_prompt=prompt,
             group_by="prompt_id" if script_args.group_batches_by_prompt else None,
             pair_loss_weight=script_args.pair_loss_weight,
-            pair_loss_scope=script_args.pair_loss_scope,
         )
         fingerprint = dataset_fingerprint(script_args.dataset_dir)
         run.log_params(

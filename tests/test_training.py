@@ -84,7 +84,6 @@ def _trainer(
     script_args=None,
     group_by=None,
     pair_loss_weight=0.0,
-    pair_loss_scope="prompt",
     **config,
 ):
     from trl import ModelConfig
@@ -111,7 +110,6 @@ def _trainer(
         peft_config=peft_config,
         group_by=group_by,
         pair_loss_weight=pair_loss_weight,
-        pair_loss_scope=pair_loss_scope,
     )
 
 
@@ -231,8 +229,6 @@ def test_pair_loss_weight_adds_the_pairwise_term_to_the_judge_loss(tiny_model_di
         plain = trainer.compute_loss(model, dict(batch)).item()
         trainer.pair_loss_weight = 0.5
         paired = trainer.compute_loss(model, dict(batch)).item()
-        trainer.pair_loss_scope = "batch"
-        batch_paired = trainer.compute_loss(model, dict(batch)).item()
         full = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("judge_")}
         logits = model(**full).logits.double()
 
@@ -245,14 +241,8 @@ def test_pair_loss_weight_adds_the_pairwise_term_to_the_judge_loss(tiny_model_di
     pairs = [log_odds[0] - log_odds[1], log_odds[3] - log_odds[2]]  # the defective row first
     expected = sum(math.log1p(math.exp(-m)) for m in pairs) / 2
     assert paired - plain == pytest.approx(0.5 * expected, rel=1e-4)
-    # Batch scope: every (defective, clean) pair of rows, across prompts too.
-    across = [log_odds[a] - log_odds[b] for a in (0, 3) for b in (1, 2)]
-    expected = sum(math.log1p(math.exp(-m)) for m in across) / 4
-    assert batch_paired - plain == pytest.approx(0.5 * expected, rel=1e-4)
     with pytest.raises(ValueError, match="pair_loss_weight must be >= 0"):
         _trainer(tiny_model_dir, processor, judge_data, tmp_path, pair_loss_weight=-1.0)
-    with pytest.raises(ValueError, match="pair_loss_scope must be 'prompt' or 'batch'"):
-        _trainer(tiny_model_dir, processor, judge_data, tmp_path, pair_loss_scope="scene")
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

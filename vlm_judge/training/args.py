@@ -119,13 +119,6 @@ class JudgeScriptArguments:
             "that hold several images of a prompt (the synthetic stream's twins, or group_batches_by_prompt)."
         },
     )
-    pair_loss_scope: str = field(
-        default="prompt",
-        metadata={
-            "help": "Which rows the pairwise term pairs: 'prompt' (images of one prompt) or 'batch' (any two rows "
-            "of the batch whose targets differ: a ROC-AUC surrogate)."
-        },
-    )
     # ---- judge evaluation (Trainer's eval loop with the judge's compute_metrics)
     judge_eval_split: str = field(
         default="validation", metadata={"help": "Split evaluated during training (eval_* metrics)."}

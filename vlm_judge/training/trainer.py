@@ -104,16 +104,12 @@ class JudgeSFTTrainer(SFTTrainer):
         judge_prompt: JudgePrompt | None = None,
         group_by: str | None = None,
         pair_loss_weight: float = 0.0,
-        pair_loss_scope: str = "prompt",
         **kwargs: Any,
     ) -> None:
         if pair_loss_weight < 0:
             raise ValueError(f"pair_loss_weight must be >= 0, got {pair_loss_weight}")
-        if pair_loss_scope not in ("prompt", "batch"):
-            raise ValueError(f"pair_loss_scope must be 'prompt' or 'batch', got {pair_loss_scope!r}")
         self.group_by = group_by
         self.pair_loss_weight = pair_loss_weight
-        self.pair_loss_scope = pair_loss_scope
         collator = kwargs.get("data_collator")
         kwargs.setdefault("compute_metrics", JudgeMetrics(tuple(getattr(collator, "defect_types", ()))))
         kwargs.setdefault("preprocess_logits_for_metrics", self.answer_scores)
@@ -167,8 +163,6 @@ class JudgeSFTTrainer(SFTTrainer):
             loss = loss * self.accelerator.num_processes
         pair_loss = None
         if self.pair_loss_weight > 0 and groups is not None:
-            if self.pair_loss_scope == "batch":  # every pair of rows in the batch: a ROC-AUC surrogate
-                groups = torch.zeros_like(groups)
             pair_loss = prompt_pair_loss(log_odds, targets, groups)
         if pair_loss is not None:
             # Trainer does not divide a num_items_in_batch-normalised loss by the accumulation steps: this term too.
