@@ -14,13 +14,14 @@ Per labelled token (the collator labels the answer word, <|im_end|> and the newl
 - the other labelled tokens: their next-token NLL.
 
 The sum is divided by the number of labelled tokens (by num_items_in_batch under gradient accumulation), the
-same normalisation as TRL's loss.
+same normalisation as TRL's loss. Only the labelled positions are projected through the LM head (logits_to_keep),
+so a 151k-word vocabulary costs a few rows per sequence, not ~1400.
 
 Optionally (pair_loss_weight > 0), a pairwise term over the images of one prompt in a batch whose targets differ,
-the Bradley-Terry loss of reward models and of an SbS verdict: -log sigmoid(z_a - z_b), z = log(p / (1 - p)), a the
-row with the higher target, averaged over such pairs and added with that weight. Two renderings of one scene differ
-in little but the defect, so the term's gradient is the defect's. Only the labelled positions are projected through the LM head (logits_to_keep),
-so a 151k-word vocabulary costs a few rows per sequence, not ~1400.
+the Bradley-Terry loss of reward models and of an SbS verdict: -log sigmoid(z_a - z_b), z = log(p / (1 - p)), a
+the row with the higher target, averaged over such pairs and added with that weight (to the training and the
+evaluation loss). Two renderings of one scene differ in little but the defect, so the term's gradient is the
+defect's; it speeds learning, and makes the probabilities a little less calibrated (experiments LOG runs 65-67).
 
 Evaluation reuses that forward pass (vlm_judge/training/evaluation.py): prediction_step returns each row's
 answer-position logits, answer_scores (preprocess_logits_for_metrics) reduces them to p_defect by the protocol's
@@ -96,7 +97,8 @@ class JudgeSFTTrainer(SFTTrainer):
     metrics; batches come from a JudgeDataCollator (judge_targets and the other EVAL_TRUTH columns).
 
     group_by: a train-dataset column (e.g. prompt_id) whose groups are kept together in batches. pair_loss_weight:
-    the weight of the pairwise term over one prompt's images (module docstring; 0 = off). compute_metrics defaults to JudgeMetrics over the collator's defect types, preprocess_logits_for_metrics to answer_scores."""
+    the weight of the pairwise term over one prompt's images (module docstring; 0 = off). compute_metrics defaults
+    to JudgeMetrics over the collator's defect types, preprocess_logits_for_metrics to answer_scores."""
 
     def __init__(
         self,
