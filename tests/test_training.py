@@ -224,6 +224,8 @@ def test_pair_loss_weight_adds_the_pairwise_term_to_the_judge_loss(tiny_model_di
         row["prompt_id"], row["label"], row["soft_label"] = prompt, label, float(label)
     batch = JudgeDataCollator(processor=processor)(rows)
     assert batch["judge_groups"].tolist() == [0, 0, 1, 1]
+    ids = [{**row, "prompt_id": pid} for row, pid in zip(rows, [0, 0, None, ""], strict=True)]
+    assert JudgeDataCollator(processor=processor)(ids)["judge_groups"].tolist() == [0, 0, -1, -1]
     model = trainer.model.eval()
     with torch.no_grad():
         plain = trainer.compute_loss(model, dict(batch)).item()

@@ -125,7 +125,9 @@ class JudgeDataCollator(DataCollatorForVisionLanguageModeling):
         prompts: dict[str, int] = {}
         batch["judge_groups"] = torch.tensor(
             [
-                prompts.setdefault(str(example["prompt_id"]), len(prompts)) if example.get("prompt_id") else -1
+                prompts.setdefault(str(example["prompt_id"]), len(prompts))
+                if example.get("prompt_id") not in (None, "")  # an integer id 0 is a prompt too
+                else -1
                 for example in examples
             ],
             dtype=torch.long,
