@@ -15,7 +15,12 @@ Writes to output_dir: the model (full weights, or the LoRA adapter) with the pro
 test_results.json (test_roc_auc, test_accuracy, test_brier, test_roc_auc_<type> on the test split, prompts unseen
 in training; best_eval_roc_auc) and the same numbers as eval_results.json (eval_roc_auc, eval_roc_auc_<type>: the
 file name and keys other tools read), judge_training.json (recipe, data fingerprint, prompt version, base model, pixel
-bounds, metrics, the validation history) for scripts/merge_lora.py, and an MLflow run (./mlruns by default).
+bounds, metrics, calibration, the validation history) for scripts/merge_lora.py, and an MLflow run (./mlruns by
+default).
+
+Calibration (calibrate_temperature, on by default): after training, the readout temperature is fitted on the
+validation split and folded into the model (vlm_judge.calibration), so the test metrics, the saved full model and the
+merged judge give calibrated probabilities; a LoRA adapter cannot hold it, so scripts/merge_lora.py folds it in.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, SFTConfig, TrlParser
 
+from vlm_judge.calibration import fold_temperature
 from vlm_judge.data import dataset_fingerprint, generate_synthetic_dataset, load_judge_dataset
 from vlm_judge.data.synthetic.stream import training_stream
 from vlm_judge.modeling import load_processor, pixel_bounds
@@ -149,7 +155,18 @@ def main(
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_metrics("train", train_result.metrics)
 
-        # Final numbers: the (best, when load_best_model_at_end) model on the test split, test_* keys.
+        calibration = None
+        if script_args.calibrate_temperature:
+            # Temperature scaling on the validation split, folded into the weights; an adapter cannot hold it, so
+            # judge_training.json carries it to scripts/merge_lora.py.
+            fit = trainer.fit_temperature(prepare_split(eval_split))  # judge_eval_max_samples bounds its cost
+            fold_temperature(trainer.model, fit.temperature)
+            calibration = {
+                **fit.to_dict(), "split": script_args.judge_eval_split, "folded_into_weights": peft_config is None,
+            }
+            trainer.log({f"calibration_{key}": value for key, value in fit.to_dict().items()})
+
+        # Final numbers: the (best, when load_best_model_at_end) model, calibrated, on the test split, test_* keys.
         test_split = script_args.judge_test_split
         metrics = trainer.evaluate(prepare_split(data[test_split]), metric_key_prefix="test")
         metrics["test_split"] = test_split
@@ -166,7 +183,7 @@ def main(
                 recipe=recipe, script_args=script_args, training_args=training_args, model_args=model_args,
                 processor=processor, prompt=prompt, data=data, fingerprint=fingerprint, metrics=metrics,
                 adapter=peft_config is not None, history=eval_history(trainer.state.log_history),
-                train_metrics=train_result.metrics,
+                train_metrics=train_result.metrics, calibration=calibration,
             )
             meta_path = write_json(Path(training_args.output_dir) / TRAINING_FILE, meta)
             run.log_artifact(meta_path)  # the test_* metrics reached MLflow through Trainer's log

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vlm_judge.calibration import fold_temperature
 from vlm_judge.modeling import load_model, load_processor, pixel_bounds, score_images
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def images(tmp_path_factory):
     return [str(root / name) for name in table["image"]]
 
 
-def _fake_training_metadata(folder: Path, base: Path, *, adapter: bool) -> dict:
+def _fake_training_metadata(folder: Path, base: Path, *, adapter: bool, temperature: float = 2.0) -> dict:
     meta = {
         "base_model": str(base),
         "adapter": adapter,
@@ -42,6 +43,8 @@ def _fake_training_metadata(folder: Path, base: Path, *, adapter: bool) -> dict:
         "label_mode": "hard",
         "metrics": {"eval_roc_auc": 0.75},
         "git": {"commit": "abc", "dirty": False},
+        # A full fine-tune's run folds its temperature itself; an adapter cannot hold it, the merge folds it.
+        "calibration": {"temperature": temperature, "split": "validation", "folded_into_weights": not adapter},
     }
     (folder / "judge_training.json").write_text(json.dumps(meta))
     return meta
@@ -91,9 +94,13 @@ def test_merged_lora_gives_the_same_p_defect_as_adapter_plus_base(tiny_model_dir
 
     fresh_base = load_model(tiny_model_dir, dtype="float32")
     with_adapter = PeftModel.from_pretrained(fresh_base, adapter)
-    expected = score_images(with_adapter, processor, images)
+    uncalibrated = score_images(with_adapter, processor, images)
     plain = score_images(load_model(tiny_model_dir, dtype="float32"), processor, images)
-    assert max(abs(a - b) for a, b in zip(expected, plain, strict=True)) > 1e-4, "adapter had no effect"
+    assert max(abs(a - b) for a, b in zip(uncalibrated, plain, strict=True)) > 1e-4, "adapter had no effect"
+    # The run's temperature (2.0) is folded into the merged weights: adapter + base with every logit halved.
+    fold_temperature(with_adapter, 2.0)
+    expected = score_images(with_adapter, processor, images)
+    assert max(abs(a - b) for a, b in zip(expected, uncalibrated, strict=True)) > 1e-4, "temperature had no effect"
 
     merged_processor = load_processor(out)  # the saved bounds, not passed again
     assert pixel_bounds(merged_processor) == (BOUNDS["min_pixels"], BOUNDS["max_pixels"])
@@ -121,6 +128,7 @@ def test_merged_lora_gives_the_same_p_defect_as_adapter_plus_base(tiny_model_dir
     assert meta["metrics"] == {"eval_roc_auc": 0.75}
     assert meta["recipe"] == "recipes/tiny-cpu.yaml"
     assert meta["pixel_bounds"] == BOUNDS
+    assert meta["calibration"]["temperature"] == 2.0
     assert meta["created"] and "commit" in meta["git"]
 
 
@@ -140,6 +148,7 @@ def test_full_finetune_is_copied_with_metadata(tiny_model_dir, images, tmp_path)
     assert not (out / "checkpoint-5").exists() and not (out / "training_args.bin").exists()
     meta = json.loads((out / "judge_metadata.json").read_text())
     assert meta["merged_from_adapter"] is False and meta["base_model"] == str(tiny_model_dir)
+    # The run folded its temperature already: the weights are copied as they are, not divided again.
     expected = score_images(model, processor, images)
     got = score_images(load_model(out, dtype="float32"), load_processor(out), images)
     assert got == pytest.approx(expected, abs=1e-6)

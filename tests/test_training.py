@@ -272,6 +272,24 @@ def test_evaluation_reports_the_reference_scorers_metrics(tiny_model_dir, proces
     assert 0.0 < metrics["test_answer_mass"] <= 1.0 and metrics["test_answer_loss"] > 0
 
 
+def test_fitted_temperature_folded_into_the_model_leaves_nothing_to_fit(tiny_model_dir, processor, judge_data, tmp_path):
+    # The fit reads the eval loop's answer logits; folding its temperature into the weights must give a model
+    # whose own fit is T = 1 at the NLL the first fit reached: the fit and the fold describe the same readout.
+    from vlm_judge.calibration import fold_temperature
+    from vlm_judge.training import prepare_split
+
+    split = prepare_split(judge_data["train"])
+    trainer = _trainer(tiny_model_dir, processor, judge_data, tmp_path, per_device_eval_batch_size=8, max_steps=6)
+    trainer.train()
+    first = trainer.fit_temperature(split)
+    assert first.rows == len(split) and first.nll_after <= first.nll_before
+    assert abs(math.log(first.temperature)) > 0.05  # six steps at lr 1e-2 leave a readout far from calibrated
+    fold_temperature(trainer.model, first.temperature)
+    second = trainer.fit_temperature(split)
+    assert second.temperature == pytest.approx(1.0, abs=0.01)
+    assert second.nll_before == pytest.approx(first.nll_after, abs=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------ updates
 
 
@@ -440,7 +458,14 @@ def test_sft_script_writes_test_results_metadata_and_mlflow(tiny_model_dir, synt
     from safetensors.torch import load_file
 
     final, best_weights = load_file(out / "model.safetensors"), load_file(best / "model.safetensors")
-    assert all(torch.equal(final[k], best_weights[k]) for k in best_weights)
+    changed = [k for k in best_weights if not torch.equal(final[k], best_weights[k])]
+    # ... and the validation-fitted temperature is folded into the final norm, the only weight it touches.
+    calibration = meta["calibration"]
+    assert calibration["split"] == "validation" and calibration["folded_into_weights"] is True
+    assert calibration["nll_after"] <= calibration["nll_before"] and calibration["rows"] > 0
+    (norm,) = changed
+    assert norm.endswith("norm.weight") and "layers" not in norm and "visual" not in norm
+    assert torch.allclose(final[norm], best_weights[norm] / calibration["temperature"], atol=1e-6)
 
     # MLflow: params, the data fingerprint, the recipe artifact and the eval metrics.
     import mlflow
@@ -452,6 +477,7 @@ def test_sft_script_writes_test_results_metadata_and_mlflow(tiny_model_dir, synt
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["dataset_fingerprint"] == meta["dataset"]["fingerprint"]
     assert "eval_roc_auc" in run.data.metrics and "test_roc_auc" in run.data.metrics
+    assert run.data.metrics["calibration_temperature"] == pytest.approx(calibration["temperature"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "recipe")}
     assert "recipe/recipe.yaml" in artifacts
 

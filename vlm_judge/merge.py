@@ -6,8 +6,10 @@ version, pixel bounds, eval metrics).
 - A LoRA/QLoRA run (adapter_config.json): the base model is loaded unquantized in the training dtype (bf16 for
   QLoRA, as usual: the adapter was trained against the 4-bit base, merging into the full-precision base is the
   standard QLoRA practice and the small difference is expected), the adapter merged in (merge_and_unload) and the
-  result saved.
-- A full fine-tune (no adapter): the model files are copied as they are, without the trainer's state.
+  result saved. The readout temperature the run fitted on its validation split (judge_training.json's
+  calibration, vlm_judge.calibration) is folded into the merged weights: an adapter cannot hold it.
+- A full fine-tune (no adapter): the model files are copied as they are, without the trainer's state (the run
+  already folded its temperature into them).
 """
 
 from __future__ import annotations
@@ -67,9 +69,20 @@ def _copy_full_model(source: Path, output: Path) -> None:
             shutil.copy2(item, output / item.name)
 
 
-def _merge_adapter(adapter: Path, output: Path, base_model: str | None, dtype: str | None) -> str:
+def adapter_temperature(training: dict[str, Any]) -> float | None:
+    """The readout temperature a LoRA run fitted but could not store in its adapter (judge_training.json)."""
+    calibration = training.get("calibration") or {}
+    if calibration.get("temperature") is None or calibration.get("folded_into_weights"):
+        return None
+    return float(calibration["temperature"])
+
+
+def _merge_adapter(
+    adapter: Path, output: Path, base_model: str | None, dtype: str | None, temperature: float | None
+) -> str:
     from peft import PeftModel
 
+    from vlm_judge.calibration import fold_temperature
     from vlm_judge.modeling import load_model
 
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -79,6 +92,9 @@ def _merge_adapter(adapter: Path, output: Path, base_model: str | None, dtype: s
     logger.info("merging adapter %s into base %s (dtype %s)", adapter, base, dtype)
     model = load_model(base, dtype=dtype or "auto")
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if temperature is not None:
+        logger.info("folding the run's readout temperature %.4f into the merged model", temperature)
+        fold_temperature(merged, temperature)
     merged.save_pretrained(str(output))
     return str(base)
 
@@ -107,7 +123,7 @@ def merge_judge(
 
     output.mkdir(parents=True, exist_ok=True)
     if is_adapter_dir(source):
-        base = _merge_adapter(source, output, base_model, dtype)
+        base = _merge_adapter(source, output, base_model, dtype, adapter_temperature(training))
     else:
         _copy_full_model(source, output)
         base = training.get("base_model") or str(source)
@@ -152,5 +168,6 @@ def _judge_metadata(
         "pixel_bounds": {"min_pixels": bounds[0], "max_pixels": bounds[1]},
         "label_mode": training.get("label_mode"),
         "metrics": training.get("metrics"),
+        "calibration": training.get("calibration"),
         "training": training or None,
     }

@@ -119,6 +119,14 @@ class JudgeScriptArguments:
             "that hold several images of a prompt (the synthetic stream's twins, or group_batches_by_prompt)."
         },
     )
+    calibrate_temperature: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, fit the readout temperature on judge_eval_split (vlm_judge.calibration) and "
+            "fold it into the model: the test metrics, the saved full model and the merged judge are calibrated "
+            "(a LoRA adapter cannot hold it: judge_training.json records it and scripts/merge_lora.py folds it)."
+        },
+    )
     # ---- judge evaluation (Trainer's eval loop with the judge's compute_metrics)
     judge_eval_split: str = field(
         default="validation", metadata={"help": "Split evaluated during training (eval_* metrics)."}

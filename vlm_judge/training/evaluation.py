@@ -9,8 +9,8 @@ that also gives eval_loss.
   defect type is a string, hence the index.
 - JudgeSFTTrainer.answer_scores (preprocess_logits_for_metrics) reduces each batch's [rows, vocab] logits at once
   to three numbers per row: p_defect by the protocol's Yes/No rule (protocol.p_defect_from_logits, as
-  modeling.score_images and the served judge read it), the answer loss and the Yes/No mass. Full logits are never
-  accumulated over the split.
+  modeling.score_images and the served judge read it), the answer loss and the Yes/No mass; then the few logits of
+  the answer words' variants, which the temperature fit reads. Full logits are never accumulated over the split.
 - JudgeMetrics (compute_metrics) turns the split's scores into vlm_judge.metrics.judge_metrics (roc_auc,
   accuracy, brier, rmse_soft, roc_auc_<type>, ...) plus the answer loss and mass.
 
@@ -30,6 +30,8 @@ from vlm_judge.metrics import judge_metrics
 
 # Batch keys of the per-row ground truth, in the order prediction_step returns them as Trainer's "labels".
 EVAL_TRUTH = ("judge_targets", "judge_labels", "judge_soft_labels", "judge_defects")
+# answer_scores' leading columns per row: p_defect, answer loss, Yes/No mass (the answer words' logits follow).
+SCORE_COLUMNS = 3
 UNTYPED = -1  # judge_defects of a row whose defect type is not among the collator's defect_types
 
 
@@ -50,7 +52,7 @@ class JudgeMetrics:
     defect_types: tuple[str, ...] = ()
 
     def __call__(self, prediction: Any) -> dict[str, float]:
-        scores = np.asarray(prediction.predictions, dtype=float).reshape(-1, 3)
+        scores = np.asarray(prediction.predictions, dtype=float)[:, :SCORE_COLUMNS]
         _, labels, soft_labels, defect_index = (np.asarray(a).ravel() for a in prediction.label_ids)
         names = np.asarray([*self.defect_types, ""])  # UNTYPED (-1) reads the last entry: "" is skipped
         defects = names[defect_index.astype(int)] if self.defect_types else None

@@ -64,6 +64,7 @@ def training_metadata(
     adapter: bool,
     history: list[dict[str, Any]] | None = None,
     train_metrics: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -109,5 +110,6 @@ def training_metadata(
             **(train_metrics or {}),
         },
         "metrics": metrics,
+        "calibration": calibration,  # the readout temperature (vlm_judge.calibration), None when not fitted
         "eval_history": history or [],
     }

@@ -26,7 +26,8 @@ in the embedded default's main job; experiments LOG runs 65-71).
 
 Evaluation reuses that forward pass (vlm_judge/training/evaluation.py): prediction_step returns each row's
 answer-position logits, answer_scores (preprocess_logits_for_metrics) reduces them to p_defect by the protocol's
-rule, and JudgeMetrics (compute_metrics) gives eval_roc_auc & co.
+rule, and JudgeMetrics (compute_metrics) gives eval_roc_auc & co. The same pass gives fit_temperature the
+answer words' logits, from which recipes/sft.py fits the readout temperature on the validation split.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 
+from vlm_judge.calibration import TemperatureFit, fit_temperature
 from vlm_judge.protocol import JudgePrompt, answer_token_ids, load_prompt, p_defect_from_logits
 
-from .evaluation import EVAL_TRUTH, JudgeMetrics
+from .evaluation import EVAL_TRUTH, SCORE_COLUMNS, JudgeMetrics
 
 
 def answer_loss_terms(
@@ -199,11 +202,23 @@ class JudgeSFTTrainer(SFTTrainer):
         return loss.detach(), outputs.logits, tuple(inputs[key] for key in EVAL_TRUTH)
 
     def answer_scores(self, logits: torch.Tensor, truth: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """preprocess_logits_for_metrics: answer-position logits [rows, vocab] -> [rows, 3] = p_defect (the
-        protocol's Yes/No rule, as score_images and the served judge read it), answer loss, P(Yes) + P(No)."""
+        """preprocess_logits_for_metrics: answer-position logits [rows, vocab] -> [rows, 3 + variants] = p_defect
+        (the protocol's Yes/No rule, as score_images and the served judge read it), answer loss, P(Yes) + P(No),
+        then the logits of the answer words' variants (defect_ids, clean_ids: what fit_temperature reads)."""
         pair_ce, neg_mass, _ = answer_loss_terms(logits, truth[0].float(), self.defect_ids, self.clean_ids)
         p_defect = p_defect_from_logits(logits, self.defect_ids, self.clean_ids)
-        return torch.stack([p_defect, pair_ce + neg_mass, (-neg_mass).exp()], dim=-1)
+        scores = torch.stack([p_defect, pair_ce + neg_mass, (-neg_mass).exp()], dim=-1)
+        return torch.cat([scores, logits[:, [*self.defect_ids, *self.clean_ids]].float()], dim=-1)
+
+    def fit_temperature(self, dataset: Any) -> TemperatureFit:
+        """The readout temperature that calibrates the current model on `dataset` (vlm_judge.calibration),
+        fitted to the collator's judge_targets (hard labels or vote shares)."""
+        output = self.predict(dataset, metric_key_prefix="calibration")
+        scores = np.asarray(output.predictions, dtype=np.float64)
+        variants = scores[:, SCORE_COLUMNS:]
+        targets = np.asarray(output.label_ids[0], dtype=np.float64).ravel()
+        split = len(self.defect_ids)
+        return fit_temperature(variants[:, :split], variants[:, split:], targets)
 
     # transformers 5.19 saves Qwen2-VL weights under the original checkpoint names (visual.*, model.layers.*) but
     # Trainer's best-model / resume loader calls model.load_state_dict on them as they are: every key misses, a
