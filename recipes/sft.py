@@ -160,6 +160,12 @@ def main(
             # Temperature scaling on the validation split, folded into the weights; an adapter cannot hold it, so
             # judge_training.json carries it to scripts/merge_lora.py.
             fit = trainer.fit_temperature(prepare_split(eval_split))  # judge_eval_max_samples bounds its cost
+            if fit.at_search_bound:
+                logger.warning(
+                    "readout temperature %.3g is at the end of its search range (%d %s rows): the judge's scores "
+                    "carry little signal there; folded anyway (calibrate_temperature: false to skip)",
+                    fit.temperature, fit.rows, script_args.judge_eval_split,
+                )
             fold_temperature(trainer.model, fit.temperature)
             calibration = {
                 **fit.to_dict(), "split": script_args.judge_eval_split, "folded_into_weights": peft_config is None,

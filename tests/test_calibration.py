@@ -24,8 +24,11 @@ def test_fit_recovers_the_temperature_of_an_overconfident_readout():
     fit = fit_temperature(defect, clean, labels)
     assert fit.temperature == pytest.approx(2.5, rel=0.08)
     assert fit.nll_after < fit.nll_before and fit.rows == 6000
-    # A calibrated readout is left alone.
+    # A calibrated readout is left alone; a readout without signal runs to the end of the search range.
     assert fit_temperature(true_log_odds[:, None], clean, labels).temperature == pytest.approx(1.0, abs=0.08)
+    assert not fit.at_search_bound
+    noise = fit_temperature(rng.normal(0.0, 3.0, size=(6000, 1)), clean, labels)
+    assert noise.at_search_bound and noise.temperature > 19
 
 
 def test_readout_merges_answer_variants_like_the_protocol_rule():

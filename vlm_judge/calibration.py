@@ -33,6 +33,12 @@ class TemperatureFit:
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
+    @property
+    def at_search_bound(self) -> bool:
+        """The cross-entropy kept falling to the end of the search range: the readout carries (almost) no signal on
+        the fitting data, or too few rows; the fold then mostly flattens or sharpens every probability."""
+        return not MIN_TEMPERATURE * 1.01 < self.temperature < MAX_TEMPERATURE * 0.99
+
 
 def readout_log_odds(defect_logits: Any, clean_logits: Any, temperature: float = 1.0) -> np.ndarray:
     """log(P(Yes) / P(No)) per row from the answer-position logits of the answer words' variants ([rows, k] each,
