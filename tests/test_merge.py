@@ -30,7 +30,7 @@ def images(tmp_path_factory):
     return [str(root / name) for name in table["image"]]
 
 
-def _fake_training_metadata(folder: Path, base: Path, *, adapter: bool, temperature: float = 2.0) -> dict:
+def _fake_training_metadata(folder: Path, base: Path, *, adapter: bool) -> dict:
     meta = {
         "base_model": str(base),
         "adapter": adapter,
@@ -44,7 +44,7 @@ def _fake_training_metadata(folder: Path, base: Path, *, adapter: bool, temperat
         "metrics": {"eval_roc_auc": 0.75},
         "git": {"commit": "abc", "dirty": False},
         # A full fine-tune's run folds its temperature itself; an adapter cannot hold it, the merge folds it.
-        "calibration": {"temperature": temperature, "split": "validation", "folded_into_weights": not adapter},
+        "calibration": {"temperature": 2.0, "split": "validation", "folded_into_weights": not adapter},
     }
     (folder / "judge_training.json").write_text(json.dumps(meta))
     return meta

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from vlm_judge.protocol import defect_log_odds_from_logits
+
 # Search range of the temperature; a fit at either end means the readout is degenerate (constant or one-sided).
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
@@ -41,22 +43,29 @@ class TemperatureFit:
 
 
 def readout_log_odds(defect_logits: Any, clean_logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """log(P(Yes) / P(No)) per row from the answer-position logits of the answer words' variants ([rows, k] each,
-    variants merged with logsumexp as in protocol.p_defect_from_logits), all logits divided by `temperature`."""
-    from scipy.special import logsumexp
-
-    defect = np.asarray(defect_logits, dtype=np.float64) / temperature
-    clean = np.asarray(clean_logits, dtype=np.float64) / temperature
-    return logsumexp(defect, axis=-1) - logsumexp(clean, axis=-1)
+    """log(P(Yes) / P(No)) per row from the answer-position logits of the answer words' variants ([rows, k] each),
+    all logits divided by `temperature`: the protocol's rule (variants merged by logsumexp) at that temperature."""
+    return _log_odds(*_as_readout(defect_logits, clean_logits), temperature).numpy().astype(np.float64)
 
 
-def _mean_cross_entropy(log_odds: np.ndarray, targets: np.ndarray) -> float:
-    # -[t log p + (1 - t) log(1 - p)] with p = sigmoid(z), in the stable form softplus(z) - t z.
-    return float(np.mean(np.logaddexp(0.0, log_odds) - targets * log_odds))
+def _as_readout(defect_logits: Any, clean_logits: Any) -> tuple[Any, list[int], list[int]]:
+    # The variants side by side as one [rows, k_defect + k_clean] tensor, with the columns of each answer word.
+    import torch
+
+    defect = torch.as_tensor(np.asarray(defect_logits, dtype=np.float32))
+    clean = torch.as_tensor(np.asarray(clean_logits, dtype=np.float32))
+    width = defect.shape[-1]
+    return torch.cat([defect, clean], dim=-1), list(range(width)), list(range(width, width + clean.shape[-1]))
+
+
+def _log_odds(logits: Any, defect_ids: list[int], clean_ids: list[int], temperature: float) -> Any:
+    return defect_log_odds_from_logits(logits / temperature, defect_ids, clean_ids)
 
 
 def fit_temperature(defect_logits: Any, clean_logits: Any, targets: Any) -> TemperatureFit:
     """The temperature that minimises the readout's cross-entropy against `targets` (values in [0, 1])."""
+    import torch
+    import torch.nn.functional as F
     from scipy.optimize import minimize_scalar
 
     defect = np.asarray(defect_logits, dtype=np.float64)
@@ -74,8 +83,12 @@ def fit_temperature(defect_logits: Any, clean_logits: Any, targets: Any) -> Temp
     if np.any((target < 0) | (target > 1)) or not np.all(np.isfinite(target)):
         raise ValueError("fit_temperature: targets must lie in [0, 1]")
 
+    logits, defect_ids, clean_ids = _as_readout(defect, clean)
+    target_tensor = torch.as_tensor(target, dtype=torch.float32)
+
     def loss(log_t: float) -> float:
-        return _mean_cross_entropy(readout_log_odds(defect, clean, math.exp(log_t)), target)
+        log_odds = _log_odds(logits, defect_ids, clean_ids, math.exp(log_t))
+        return float(F.binary_cross_entropy_with_logits(log_odds, target_tensor))
 
     result = minimize_scalar(
         loss, bounds=(math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)), method="bounded",

@@ -224,16 +224,23 @@ def answer_token_ids(tokenizer: Any, prompt: JudgePrompt | None = None) -> tuple
     return result[0], result[1]
 
 
+def defect_log_odds_from_logits(logits: Any, defect_ids: Sequence[int], clean_ids: Sequence[int]) -> Any:
+    """log(P(Yes) / P(No)) from first-answer-token logits (a torch tensor [..., vocab]); returns a tensor [...]."""
+    import torch
+
+    logits = logits.float()
+    defect = torch.logsumexp(logits[..., list(defect_ids)], dim=-1)
+    clean = torch.logsumexp(logits[..., list(clean_ids)], dim=-1)
+    return defect - clean
+
+
 def p_defect_from_logits(logits: Any, defect_ids: Sequence[int], clean_ids: Sequence[int]) -> Any:
     """p_defect from first-answer-token logits (a torch tensor [..., vocab]); returns a tensor [...].
 
     Variants are merged with logsumexp, so this equals the top-logprobs rule on the same distribution."""
     import torch
 
-    logits = logits.float()
-    defect = torch.logsumexp(logits[..., list(defect_ids)], dim=-1)
-    clean = torch.logsumexp(logits[..., list(clean_ids)], dim=-1)
-    return torch.sigmoid(defect - clean)
+    return torch.sigmoid(defect_log_odds_from_logits(logits, defect_ids, clean_ids))
 
 
 # ---------------------------------------------------------------------------------------------- verbalized mode
