@@ -135,8 +135,6 @@ def main(
             judge_prompt=prompt,
             group_by="prompt_id" if script_args.group_batches_by_prompt else None,
             pair_loss_weight=script_args.pair_loss_weight,
-            learning_rate_scales=script_args.learning_rate_scales,
-            image_token_loss_weight=script_args.image_token_loss_weight,
         )
         fingerprint = dataset_fingerprint(script_args.dataset_dir)
         run.log_params(

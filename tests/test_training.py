@@ -84,8 +84,6 @@ def _trainer(
     script_args=None,
     group_by=None,
     pair_loss_weight=0.0,
-    learning_rate_scales=None,
-    image_token_loss_weight=0.0,
     **config,
 ):
     from trl import ModelConfig
@@ -112,8 +110,6 @@ def _trainer(
         peft_config=peft_config,
         group_by=group_by,
         pair_loss_weight=pair_loss_weight,
-        learning_rate_scales=learning_rate_scales,
-        image_token_loss_weight=image_token_loss_weight,
     )
 
 
@@ -251,45 +247,6 @@ def test_pair_loss_weight_adds_the_pairwise_term_to_the_judge_loss(tiny_model_di
         _trainer(tiny_model_dir, processor, judge_data, tmp_path, pair_loss_weight=-1.0)
 
 
-def test_image_token_loss_hand_computed():
-    from vlm_judge.training.trainer import image_token_loss
-
-    log_odds = torch.tensor([[-3.0, -3.0, 2.0, 9.0], [-5.0, -5.0, -5.0, -5.0], [0.0, 1.0, 0.0, 0.0]])
-    image = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.bool)  # position 3 of row 0: text
-    targets = torch.tensor([1.0, 0.0, 0.25])
-
-    def softplus(x):
-        return math.log1p(math.exp(x))
-
-    clean = [2 * softplus(-3) + softplus(2), 4 * softplus(-5), softplus(1)]  # -log P(clean) = sum of softplus
-    expected = [-math.log(1 - math.exp(-clean[0])), clean[1], 0.25 * -math.log(1 - math.exp(-clean[2])) + 0.75 * clean[2]]
-    assert image_token_loss(log_odds, image, targets).item() == pytest.approx(sum(expected) / 3, rel=1e-6)
-
-
-def test_image_token_loss_weight_adds_the_image_tokens_term(tiny_model_dir, processor, judge_data, tmp_path):
-    from vlm_judge.training import JudgeDataCollator, prepare_split
-    from vlm_judge.training.trainer import image_token_loss
-
-    trainer = _trainer(tiny_model_dir, processor, judge_data, tmp_path)
-    batch = JudgeDataCollator(processor=processor)(list(prepare_split(judge_data["train"]).select(range(4))))
-    model = trainer.model.eval()
-    with torch.no_grad():
-        plain = trainer.compute_loss(model, dict(batch)).item()
-        trainer.image_token_loss_weight = 0.5
-        with_tokens = trainer.compute_loss(model, dict(batch)).item()
-        full = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("judge_")}
-        log_probs = torch.log_softmax(model(**full).logits.double(), dim=-1)  # every position's full vocabulary
-
-    defect_ids, clean_ids = answer_token_ids(processor.tokenizer, load_prompt())
-    log_odds = torch.logsumexp(log_probs[..., defect_ids], -1) - torch.logsumexp(log_probs[..., clean_ids], -1)
-    image = batch["input_ids"] == model.config.image_token_id
-    assert image.sum(dim=1).tolist() == [16] * 4  # 112 px: 16 visual tokens per row
-    expected = image_token_loss(log_odds, image, batch["judge_targets"].double()).item()
-    assert with_tokens - plain == pytest.approx(0.5 * expected, rel=1e-4)
-    with pytest.raises(ValueError, match="image_token_loss_weight must be >= 0"):
-        _trainer(tiny_model_dir, processor, judge_data, tmp_path, image_token_loss_weight=-1.0)
-
-
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
@@ -378,37 +335,6 @@ def test_full_finetune_respects_frozen_vision_tower(tiny_model_dir, processor, j
     assert not {n for n in changed if "visual.blocks" in n or "patch_embed" in n}
     assert {n for n in changed if "visual.merger" in n}
     assert {n for n in changed if "language_model" in n}
-
-
-def test_learning_rate_scales_move_each_part_at_its_own_rate(tiny_model_dir, processor, judge_data, tmp_path):
-    from vlm_judge.training.model_setup import part_of
-
-    scales = {"language_model": 4.0, "vision_tower": 0.5}
-    trainer = _trainer(
-        tiny_model_dir, processor, judge_data, tmp_path, script_args=_script_args(train_vision_tower=True),
-        learning_rate_scales=scales, learning_rate=1e-3, lr_scheduler_type="constant", max_steps=1, warmup_steps=0,
-    )
-    before = _snapshot(trainer.model)
-    trainer.train()
-    # Adam's first step moves every weight with a gradient by ~lr (m / sqrt(v) = +-1): the median move is the rate.
-    moves: dict[str, list[torch.Tensor]] = {}
-    for name, param in trainer.model.named_parameters():
-        delta = (param.detach() - before[name]).abs().flatten()
-        moves.setdefault(part_of(name), []).append(delta[delta > 0])
-    rate = {part: torch.cat(deltas).median().item() for part, deltas in moves.items()}
-    assert rate["merger"] == pytest.approx(1e-3, rel=0.05)
-    assert rate["language_model"] == pytest.approx(4e-3, rel=0.05)
-    assert rate["vision_tower"] == pytest.approx(5e-4, rel=0.05)
-    for group in trainer.optimizer.param_groups:  # one part per group, at its scaled rate
-        parts = {part_of(name) for name, p in trainer.model.named_parameters() if any(p is q for q in group["params"])}
-        assert len(parts) == 1 and group["lr"] == pytest.approx(1e-3 * scales.get(parts.pop(), 1.0))
-
-
-def test_learning_rate_scales_name_the_bad_part_or_value(tiny_model_dir, processor, judge_data, tmp_path):
-    with pytest.raises(ValueError, match=r"unknown parts \['vision'\]; parts: \['vision_tower', 'merger', "):
-        _trainer(tiny_model_dir, processor, judge_data, tmp_path, learning_rate_scales={"vision": 2.0})
-    with pytest.raises(ValueError, match=r"learning_rate_scales\['merger'\] must be a number > 0, got 0"):
-        _trainer(tiny_model_dir, processor, judge_data, tmp_path, learning_rate_scales={"merger": 0})
 
 
 def test_gradient_checkpointing_step(tiny_model_dir, processor, judge_data, tmp_path):

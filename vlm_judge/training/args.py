@@ -119,21 +119,6 @@ class JudgeScriptArguments:
             "that hold several images of a prompt (the synthetic stream's twins, or group_batches_by_prompt)."
         },
     )
-    image_token_loss_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of a multiple-instance term over each image's tokens (an image is defective when any "
-            "of its tokens is, noisy-OR of the Yes/No log-odds the LM head reads at each image token), trained on "
-            "the same image labels. 0 = off."
-        },
-    )
-    learning_rate_scales: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Per-part multipliers of learning_rate (JSON on the CLI), e.g. {language_model: 2.0}: parts "
-            "are vision_tower, merger and language_model; a part left out keeps learning_rate."
-        },
-    )
     calibrate_temperature: bool = field(
         default=True,
         metadata={
@@ -167,7 +152,6 @@ class JudgeScriptArguments:
         self.synthetic = _as_dict(self.synthetic, "synthetic")
         self.tiny_model = _as_dict(self.tiny_model, "tiny_model")
         self.synthetic_stream = _as_dict(self.synthetic_stream, "synthetic_stream")
-        self.learning_rate_scales = _as_dict(self.learning_rate_scales, "learning_rate_scales")
         if self.label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
         if self.min_pixels > self.max_pixels:

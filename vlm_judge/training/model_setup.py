@@ -35,7 +35,6 @@ LM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 VISION_PROJECTIONS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 # Not quantized in QLoRA: the whole vision side and the output head.
 QUANTIZATION_SKIP_MODULES = ["model.visual", "lm_head"]  # prefixes (transformers matches from the start)
-MODEL_PARTS = ("vision_tower", "merger", "language_model")
 
 
 def part_of(name: str) -> str:
@@ -161,7 +160,7 @@ def set_trainable_parts(model: Any, script_args: Any) -> dict[str, int]:
 
 
 def trainable_counts(model: Any) -> dict[str, int]:
-    counts = dict.fromkeys(MODEL_PARTS, 0)
+    counts = {"vision_tower": 0, "merger": 0, "language_model": 0}
     for name, param in model.named_parameters():
         if param.requires_grad:
             counts[part_of(name)] += param.numel()

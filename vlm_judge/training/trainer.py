@@ -46,7 +46,6 @@ from vlm_judge.calibration import TemperatureFit, fit_temperature
 from vlm_judge.protocol import JudgePrompt, answer_token_ids, load_prompt, p_defect_from_logits
 
 from .evaluation import EVAL_TRUTH, SCORE_COLUMNS, JudgeMetrics
-from .model_setup import MODEL_PARTS, part_of
 
 
 def answer_loss_terms(
@@ -71,18 +70,6 @@ def prompt_pair_loss(log_odds: torch.Tensor, targets: torch.Tensor, groups: torc
         return None
     margins = log_odds[:, None] - log_odds[None, :]
     return F.softplus(-margins[ordered]).mean()
-
-
-def image_token_loss(token_log_odds: torch.Tensor, image_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Multiple-instance (noisy-OR) loss of each row's image tokens, averaged over rows.
-
-    token_log_odds [rows, positions]: the Yes/No log-odds the LM head reads at each position; image_mask marks the
-    image tokens. An image is defective when any of its tokens is: P(clean) = prod_i (1 - p_i), so
-    -log P(clean) = sum_i softplus(z_i) and -log P(defective) = -log(1 - exp(-sum_i softplus(z_i))). A clean image
-    pushes every one of its tokens down, a defective one the tokens most likely to hold the defect up."""
-    clean_nll = (F.softplus(token_log_odds.float()) * image_mask).sum(dim=1)
-    defect_nll = -torch.log(-torch.expm1(-clean_nll.clamp(min=1e-6)))
-    return (targets * defect_nll + (1 - targets) * clean_nll).mean()
 
 
 class GroupedSampler(torch.utils.data.Sampler):
@@ -110,18 +97,6 @@ class GroupedSampler(torch.utils.data.Sampler):
             yield from (group[i] for i in torch.randperm(len(group), generator=generator).tolist())
 
 
-def check_learning_rate_scales(scales: dict[str, float] | None) -> dict[str, float]:
-    """learning_rate_scales checked: known parts, positive numbers."""
-    scales = dict(scales or {})
-    unknown = sorted(set(scales) - set(MODEL_PARTS))
-    if unknown:
-        raise ValueError(f"learning_rate_scales has unknown parts {unknown}; parts: {list(MODEL_PARTS)}")
-    for name, scale in scales.items():
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
-            raise ValueError(f"learning_rate_scales[{name!r}] must be a number > 0, got {scale!r}")
-    return {name: float(scale) for name, scale in scales.items()}
-
-
 class JudgeSFTTrainer(SFTTrainer):
     """SFTTrainer whose loss is the judge's answer loss (module docstring) and whose evaluation reports the judge's
     metrics; batches come from a JudgeDataCollator (judge_targets and the other EVAL_TRUTH columns).
@@ -136,16 +111,10 @@ class JudgeSFTTrainer(SFTTrainer):
         judge_prompt: JudgePrompt | None = None,
         group_by: str | None = None,
         pair_loss_weight: float = 0.0,
-        learning_rate_scales: dict[str, float] | None = None,
-        image_token_loss_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         if pair_loss_weight < 0:
             raise ValueError(f"pair_loss_weight must be >= 0, got {pair_loss_weight}")
-        if image_token_loss_weight < 0:
-            raise ValueError(f"image_token_loss_weight must be >= 0, got {image_token_loss_weight}")
-        self.image_token_loss_weight = image_token_loss_weight
-        self.learning_rate_scales = check_learning_rate_scales(learning_rate_scales)
         self.group_by = group_by
         self.pair_loss_weight = pair_loss_weight
         collator = kwargs.get("data_collator")
@@ -154,27 +123,6 @@ class JudgeSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.judge_prompt = judge_prompt or load_prompt()
         self.defect_ids, self.clean_ids = answer_token_ids(self._tokenizer, self.judge_prompt)
-
-    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
-        """Trainer's optimizer, each of its parameter groups split by model part (vision_tower, merger,
-        language_model) where learning_rate_scales scales a part: the scheduler then scales every group alike."""
-        optimizer = super().create_optimizer(model)
-        if not self.learning_rate_scales or getattr(optimizer, "_judge_lr_scaled", False):
-            return optimizer
-        part = {id(p): part_of(name) for name, p in (model if model is not None else self.model).named_parameters()}
-        groups = []
-        for group in optimizer.param_groups:
-            by_part: dict[str, list] = {}
-            for param in group["params"]:
-                by_part.setdefault(part.get(id(param), "language_model"), []).append(param)
-            for name, params in by_part.items():
-                scale = self.learning_rate_scales.get(name, 1.0)
-                groups.append({**group, "params": params, "lr": group["lr"] * scale, "initial_lr": group["lr"] * scale})
-        optimizer.param_groups.clear()
-        for group in groups:
-            optimizer.add_param_group(group)
-        optimizer._judge_lr_scaled = True
-        return optimizer
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -199,8 +147,7 @@ class JudgeSFTTrainer(SFTTrainer):
         if rows.numel() == 0:
             raise ValueError("a batch has no labelled token: the collator found no assistant answer")
         kept = torch.unique(cols)  # positions any row needs; rows of one batch mostly share them
-        with_tokens = self.image_token_loss_weight > 0
-        outputs = model(**inputs, logits_to_keep=kept, output_hidden_states=with_tokens)
+        outputs = model(**inputs, logits_to_keep=kept)
         logits = outputs.logits[rows, torch.searchsorted(kept, cols)]  # [n_labelled, V]
         tokens = next_labels[rows, cols]
 
@@ -228,20 +175,6 @@ class JudgeSFTTrainer(SFTTrainer):
             # Trainer does not divide a num_items_in_batch-normalised loss by the accumulation steps: this term too.
             steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
             loss = loss + self.pair_loss_weight * pair_loss / steps
-        token_loss = None
-        if with_tokens:
-            # The LM head's answer rows at every position's final (normed) hidden state: the log-odds the judge's
-            # readout would give there, without projecting the whole vocabulary.
-            answer_rows = self.model.get_output_embeddings().weight[[*self.defect_ids, *self.clean_ids]]
-            token_logits = outputs.hidden_states[-1] @ answer_rows.T
-            split = len(self.defect_ids)
-            token_log_odds = torch.logsumexp(token_logits[..., :split], -1) - torch.logsumexp(
-                token_logits[..., split:], -1
-            )
-            image_mask = inputs["input_ids"] == self.model.config.image_token_id
-            token_loss = image_token_loss(token_log_odds, image_mask, targets)
-            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-            loss = loss + self.image_token_loss_weight * token_loss / steps
 
         if mode == "train":  # evaluation reports these through compute_metrics (answer_scores)
             with torch.no_grad():
@@ -254,8 +187,6 @@ class JudgeSFTTrainer(SFTTrainer):
                 self._metrics[mode]["answer_mass"].append(gather((-neg_mass).exp().detach()).mean().item())
                 if pair_loss is not None:
                     self._metrics[mode]["pair_loss"].append(gather(pair_loss.detach()[None]).mean().item())
-                if token_loss is not None:
-                    self._metrics[mode]["image_token_loss"].append(gather(token_loss.detach()[None]).mean().item())
         if return_outputs:
             outputs.logits = logits[first]  # each row's answer position: all that evaluation reads
             return loss, outputs
