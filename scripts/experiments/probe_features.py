@@ -55,7 +55,7 @@ def main(model_dir: str, dataset_dir: str = "data/synthetic-224") -> None:
         test = split == "test"
         score, truth, kind = clf.decision_function(scaler.transform(x[test])), labels[test], defect[test]
         per_type = {
-            t: round(roc_auc_score(truth[(kind == t) | (truth == 0)], score[(kind == t) | (truth == 0)]), 3)
+            str(t): round(roc_auc_score(truth[(kind == t) | (truth == 0)], score[(kind == t) | (truth == 0)]), 3)
             for t in sorted(set(kind) - {"none"})
         }
         print(f"{name}: C={c} val {val:.3f} test {roc_auc_score(truth, score):.3f} {per_type}")
