@@ -1,16 +1,19 @@
-"""Grow a tiny base's vision tower by appending ViT blocks (LOG runs 81, 83).
+"""Reshape a tiny base: append ViT blocks to its vision tower, keep only the first language-model layers (LOG runs
+81, 83, 84).
 
-    python scripts/experiments/grow_vision_tower.py SOURCE_DIR OUTPUT_DIR [EXTRA_BLOCKS]
+    python scripts/experiments/grow_vision_tower.py SOURCE_DIR OUTPUT_DIR [--extra_blocks 1] [--text_layers N]
 
 Each new block is a copy of the last one with its output projections (attention proj, MLP fc2) at zero, so the
-grown model computes exactly what the source does until training moves them (checked and printed). The output's
-tiny_model_spec.json gets the new vision_depth; a recipe using it sets `tiny_model.vision_depth` to match.
+grown tower computes exactly what the source's does until training moves them (checked and printed). Dropping
+language-model layers is free while the LM is still at its random init (the label-free pretraining never trains
+it). The output's tiny_model_spec.json gets the new vision_depth / text_layers; a recipe using it sets
+`tiny_model` to match. Run 84's base: run 83's pretrained 3-block base with `--extra_blocks 0 --text_layers 1`.
 """
 
+import argparse
 import copy
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -18,31 +21,44 @@ import torch
 from vlm_judge.modeling import load_model
 
 
-def main(source: str, output: str, extra_blocks: str = "1") -> None:
-    source_dir, output_dir = Path(source), Path(output)
-    model = load_model(source_dir, dtype="float32")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--extra_blocks", type=int, default=1)
+    parser.add_argument("--text_layers", type=int, default=0, help="keep the first N LM layers (0: all)")
+    args = parser.parse_args()
+
+    model = load_model(args.source, dtype="float32")
     blocks = model.model.visual.blocks
-    for _ in range(int(extra_blocks)):
+    for _ in range(args.extra_blocks):
         block = copy.deepcopy(blocks[-1])
         for layer in (block.attn.proj, block.mlp.fc2):
             torch.nn.init.zeros_(layer.weight)
             torch.nn.init.zeros_(layer.bias)
         blocks.append(block)
     model.config.vision_config.depth = len(blocks)
-    model.save_pretrained(output_dir)
-    for item in source_dir.iterdir():  # tokenizer, processor, records
-        if item.is_file() and not (output_dir / item.name).exists():
-            shutil.copy(item, output_dir / item.name)
-    spec = json.loads((source_dir / "tiny_model_spec.json").read_text())
-    (output_dir / "tiny_model_spec.json").write_text(json.dumps({**spec, "vision_depth": len(blocks)}, indent=2))
+    spec = json.loads((args.source / "tiny_model_spec.json").read_text())
+    spec["vision_depth"] = len(blocks)
+    if args.text_layers:
+        language_model, text_config = model.model.language_model, model.config.text_config
+        language_model.layers = language_model.layers[: args.text_layers]
+        text_config.num_hidden_layers = text_config.max_window_layers = args.text_layers
+        text_config.layer_types = text_config.layer_types[: args.text_layers]
+        spec["text_layers"] = args.text_layers
+    model.save_pretrained(args.output)
+    for item in args.source.iterdir():  # tokenizer, processor, records
+        if item.is_file() and not (args.output / item.name).exists():
+            shutil.copy(item, args.output / item.name)
+    (args.output / "tiny_model_spec.json").write_text(json.dumps(spec, indent=2))
 
     patches, grid = torch.randn(256, 1176), torch.tensor([[1, 16, 16]])
     with torch.no_grad():
-        before = load_model(source_dir, dtype="float32").model.visual(patches, grid_thw=grid)
-        after = load_model(output_dir, dtype="float32").model.visual(patches, grid_thw=grid)
+        before = load_model(args.source, dtype="float32").model.visual(patches, grid_thw=grid)
+        after = load_model(args.output, dtype="float32").model.visual(patches, grid_thw=grid)
     before, after = getattr(before, "pooler_output", before), getattr(after, "pooler_output", after)
-    print(f"vision depth {len(blocks)}; largest output change {(before - after).abs().max().item():.2e}")
+    print(f"vision depth {len(blocks)}; largest change of the tower's output {(before - after).abs().max().item():.2e}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()
