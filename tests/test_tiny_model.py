@@ -13,6 +13,7 @@ from vlm_judge.modeling import (
     load_processor,
     pixel_bounds,
     score_images,
+    use_batched_vision_attention,
     use_matmul_patch_embedding,
     visual_tokens,
 )
@@ -56,6 +57,7 @@ def test_round_trip_and_loading_like_the_2b_model(tiny_model_dir, tmp_path):
     assert isinstance(model, Qwen2VLForConditionalGeneration)
     assert sum(p.numel() for p in model.parameters()) < 5_000_000
     use_matmul_patch_embedding(model)  # as load_model does: the scores below are then bit-equal
+    use_batched_vision_attention(model)
     processor = load_processor(tiny_model_dir)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
@@ -125,3 +127,29 @@ def test_scores_are_probabilities_and_depend_on_the_image(tiny_model_dir):
 def test_spec_is_saved(tiny_model_dir):
     spec = json.loads((Path(tiny_model_dir) / "tiny_model_spec.json").read_text())
     assert spec["max_pixels"] == NATIVE_1024_MAX_PIXELS and spec["seed"] == 0
+
+
+@pytest.mark.parametrize("sides", [(224, 224, 224), (224, 280, 168)], ids=["equal-size", "mixed-size"])
+def test_batched_vision_attention_is_the_per_image_attention(tiny_model_dir, sides):
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import VisionAttention
+
+    plain = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    fast = load_model(tiny_model_dir)
+    blocks = len(fast.model.visual.blocks)
+    assert all(type(block.attn) is not VisionAttention for block in fast.model.visual.blocks)
+    assert use_batched_vision_attention(fast) == 0 and use_batched_vision_attention(plain) == blocks
+    for block in plain.model.visual.blocks:
+        block.attn.__class__ = VisionAttention  # back to transformers' per-image loop
+
+    processor = load_processor(tiny_model_dir)
+    inputs = build_judge_inputs(processor, [_image(side, seed) for seed, side in enumerate(sides)])
+    results = []
+    for model in (plain, fast):
+        logits = model(**inputs, logits_to_keep=1).logits
+        logits.sum().backward()
+        results.append((logits.detach(), model.model.visual.blocks[0].attn.qkv.weight.grad.clone()))
+    (plain_logits, plain_grad), (fast_logits, fast_grad) = results
+    assert plain_logits.shape == (len(sides), 1, plain.config.text_config.vocab_size)
+    assert torch.allclose(plain_logits, fast_logits, atol=1e-5)
+    assert torch.allclose(plain_grad, fast_grad, atol=1e-6 * float(plain_grad.abs().max()) + 1e-9)
