@@ -28,6 +28,11 @@ def main() -> None:
     parser.add_argument("--extra_blocks", type=int, default=1)
     parser.add_argument("--text_layers", type=int, default=0, help="keep the first N LM layers (0: all)")
     args = parser.parse_args()
+    for name in ("config.json", "tiny_model_spec.json"):
+        if not (args.source / name).is_file():
+            parser.error(f"source {str(args.source)!r} is not a tiny-model folder (no {name})")
+    if args.extra_blocks < 0 or args.text_layers < 0:
+        parser.error("--extra_blocks and --text_layers must be >= 0")
 
     model = load_model(args.source, dtype="float32")
     blocks = model.model.visual.blocks

@@ -62,4 +62,10 @@ def main(model_dir: str, dataset_dir: str = "data/synthetic-224") -> None:
 
 
 if __name__ == "__main__":
+    if not 2 <= len(sys.argv) <= 3:
+        sys.exit(__doc__.splitlines()[2].strip())
+    if not (Path(sys.argv[1]) / "config.json").is_file():
+        sys.exit(f"MODEL_DIR {sys.argv[1]!r} is not a model folder (no config.json)")
+    if len(sys.argv) == 3 and not (Path(sys.argv[2]) / "labels.csv").is_file():
+        sys.exit(f"DATASET_DIR {sys.argv[2]!r} has no labels.csv")
     main(*sys.argv[1:])
