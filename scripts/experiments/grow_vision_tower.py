@@ -7,17 +7,19 @@ Each new block is a copy of the last one with its output projections (attention 
 grown tower computes exactly what the source's does until training moves them (checked and printed). Dropping
 language-model layers is free while the LM is still at its random init (the label-free pretraining never trains
 it). The output's tiny_model_spec.json gets the new vision_depth / text_layers; a recipe using it sets
-`tiny_model` to match. Run 84's base: run 83's pretrained 3-block base with `--extra_blocks 0 --text_layers 1`.
+`tiny_model` to match; its pretraining.json records this step and nests the source's record under `base`. Run 84's base: run 83's pretrained 3-block base with `--extra_blocks 0 --text_layers 1`.
 """
 
 import argparse
 import copy
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 
+from vlm_judge.images import file_sha256
 from vlm_judge.modeling import load_model
 
 
@@ -56,6 +58,17 @@ def main() -> None:
         if item.is_file() and not (args.output / item.name).exists():
             shutil.copy(item, args.output / item.name)
     (args.output / "tiny_model_spec.json").write_text(json.dumps(spec, indent=2))
+    source_record = args.source / "pretraining.json"
+    changes = [f"vision tower grown to {len(blocks)} ViT blocks (copies of the last, output projections at zero)"]
+    if args.text_layers:
+        changes.append(f"language model cut to its first {args.text_layers} layer(s)")
+    record = {
+        "what": f"the stage below reshaped, nothing trained: {'; '.join(changes)}",
+        "command": "python scripts/experiments/grow_vision_tower.py " + " ".join(sys.argv[1:]),
+        "model_sha256": file_sha256(args.output / "model.safetensors"),
+        "base": json.loads(source_record.read_text()) if source_record.is_file() else None,
+    }
+    (args.output / "pretraining.json").write_text(json.dumps(record, indent=2))
 
     patches, grid = torch.randn(256, 1176), torch.tensor([[1, 16, 16]])
     with torch.no_grad():
