@@ -7,7 +7,9 @@ Each new block is a copy of the last one with its output projections (attention 
 grown tower computes exactly what the source's does until training moves them (checked and printed). Dropping
 language-model layers is free while the LM is still at its random init (the label-free pretraining never trains
 it). The output's tiny_model_spec.json gets the new vision_depth / text_layers; a recipe using it sets
-`tiny_model` to match; its pretraining.json records this step and nests the source's record under `base`. Run 84's base: run 83's pretrained 3-block base with `--extra_blocks 0 --text_layers 1`.
+`tiny_model` to match; its pretraining.json records this step and nests the source's record under `base`.
+Run 84's base: run 83's pretrained 3-block base with `--extra_blocks 0 --text_layers 1`; run 87's: the 3-block
+committed base with `--extra_blocks 1`.
 """
 
 import argparse
