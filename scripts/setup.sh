@@ -14,9 +14,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -m v
   exit 0
 fi
 
-# The install needs ~4.5 GB (pip unpacks into $TMPDIR too): say so up front, not as pip's OSError mid-install.
+# A first install needs ~4.5 GB (pip unpacks into $TMPDIR too): say so up front, not as pip's OSError mid-install.
 free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
-if [ "$free_kb" -lt 6000000 ]; then
+if [ ! -x "$VENV/bin/python" ] && [ "$free_kb" -lt 6000000 ]; then
   echo "[setup] error: $(df -Ph . | awk 'NR==2 {print $4}') free on the disk holding $PWD; the install needs ~6 GB" >&2
   exit 1
 fi
