@@ -244,6 +244,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
         "latency_ms",
         "attempts",
         "defects",
+        "method",
         "cached",
     ]
     for table in tables:
@@ -256,7 +257,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
             table["p_defect"].notna(), (table["p_defect"] >= threshold).astype(float), np.nan
         )
     predictions = (
-        pd.concat(tables).reset_index(drop=True)[columns] if tables else pd.DataFrame(columns=columns)
+        pd.concat(tables).reset_index(drop=True).reindex(columns=columns) if tables else pd.DataFrame(columns=columns)
     )
 
     results = {

@@ -1,9 +1,12 @@
 """Score drift: has the judge's score distribution moved between a reference run and the current one?
 
     python -m eval.drift --reference A.csv --current B.csv [--column p_defect] [--judge NAME] [--output drift.json]
+    python -m eval.drift --reference scores.csv --current scores.csv --reference-system v1 --current-system v2
 
 Inputs are any table with a score column: eval.sbs's scores.csv, eval.compare's predictions.csv (pick one judge
-with ``--judge`` when it holds several), vlm_judge.score's preds.csv. Rows without a score (failed items) are
+with ``--judge`` when it holds several), vlm_judge.score's preds.csv. ``--system`` keeps one generator system's rows
+of both tables; ``--reference-system`` / ``--current-system`` pick a different one on each side (two systems of
+the same scores.csv). Rows without a score (failed items) are
 left out and counted.
 
 Measures (``drift_report``):
@@ -101,9 +104,10 @@ def drift_report(
 
 
 def read_scores(
-    path: str | Path, column: str = "p_defect", judge: str | None = None
+    path: str | Path, column: str = "p_defect", judge: str | None = None, system: str | None = None
 ) -> tuple[np.ndarray, int]:
-    """(finite scores, rows without a score) of one table; DriftInputError names the file and the problem."""
+    """(finite scores, rows without a score) of one table, optionally only one judge's and/or one system's rows;
+    DriftInputError names the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise DriftInputError(f"{path}: file does not exist")
@@ -113,16 +117,8 @@ def read_scores(
         raise DriftInputError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
     if column not in table.columns:
         raise DriftInputError(f"{path}: no column {column!r} (columns: {', '.join(map(str, table.columns))})")
-    if "judge" in table.columns:
-        judges = sorted(table["judge"].dropna().astype(str).unique())
-        if judge is not None:
-            if judge not in judges:
-                raise DriftInputError(f"{path}: no rows of judge {judge!r} (judges: {', '.join(judges)})")
-            table = table[table["judge"].astype(str) == judge]
-        elif len(judges) > 1:
-            raise DriftInputError(
-                f"{path}: scores of several judges ({', '.join(judges)}); pick one with --judge"
-            )
+    table = _select(table, path, "judge", judge, required=True)
+    table = _select(table, path, "system", system, required=False)
     values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     if finite.size < 2:
@@ -130,6 +126,27 @@ def read_scores(
             f"{path}: {finite.size} usable value(s) in column {column!r}; drift needs at least 2"
         )
     return finite, int(values.size - finite.size)
+
+
+def _select(
+    table: pd.DataFrame, path: Path, column: str, value: str | None, *, required: bool
+) -> pd.DataFrame:
+    """The rows whose ``column`` is ``value``. ``required`` (the judge): a table holding several values needs one
+    named (several judges' scores never make one distribution), and a table without the column is one judge's.
+    Otherwise (the system) several values are pooled, and naming one needs the column."""
+    if value is None:
+        if required and column in table.columns and table[column].dropna().nunique() > 1:
+            names = ", ".join(sorted(table[column].dropna().astype(str).unique()))
+            raise DriftInputError(f"{path}: scores of several {column}s ({names}); pick one with --{column}")
+        return table
+    if column not in table.columns:
+        if required:  # a table without a judge column holds one judge's scores: --judge names it
+            return table
+        raise DriftInputError(f"{path}: no {column!r} column to select {column} {value!r} from")
+    names = sorted(table[column].dropna().astype(str).unique())
+    if value not in names:
+        raise DriftInputError(f"{path}: no rows of {column} {value!r} ({column}s: {', '.join(names)})")
+    return table[table[column].astype(str) == value]
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -158,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--current", required=True, help="CSV of current scores")
     parser.add_argument("--column", default="p_defect", help="score column (default p_defect)")
     parser.add_argument("--judge", default=None, help="judge to take from a predictions.csv with several")
+    parser.add_argument(
+        "--system",
+        default=None,
+        help="generator system to take from both tables (e.g. eval.sbs's scores.csv); without it all rows count",
+    )
+    parser.add_argument(
+        "--reference-system", default=None, help="system for the reference table only (overrides --system)"
+    )
+    parser.add_argument(
+        "--current-system", default=None, help="system for the current table only (overrides --system)"
+    )
     parser.add_argument("--bins", type=int, default=BINS, help=f"PSI/JS bins over [0, 1] (default {BINS})")
     parser.add_argument("--output", default=None, help="also write the report as JSON here")
     return parser
@@ -168,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.bins < 2:
             raise DriftInputError("--bins must be >= 2")
-        reference, ref_missing = read_scores(args.reference, args.column, args.judge)
-        current, cur_missing = read_scores(args.current, args.column, args.judge)
+        reference_system = args.reference_system or args.system
+        current_system = args.current_system or args.system
+        reference, ref_missing = read_scores(args.reference, args.column, args.judge, reference_system)
+        current, cur_missing = read_scores(args.current, args.column, args.judge, current_system)
         report = drift_report(reference, current, bins=args.bins)
     except DriftInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -178,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         reference=str(args.reference),
         current=str(args.current),
         column=args.column,
+        reference_system=reference_system,
+        current_system=current_system,
         reference_rows_without_score=ref_missing,
         current_rows_without_score=cur_missing,
     )

@@ -88,6 +88,7 @@ def analyse(
         if assessor_tests is not None:
             row["assessors"] = _test_row(assessor_tests[index], a, b)
             row["assessors_agree"] = row["judge"]["verdict"] == row["assessors"]["verdict"]
+            row["assessors_significant"] = row["assessors"]["significant"]
         out_pairs.append(row)
     drift: dict[str, Any] = {"baseline": baseline, "systems": {}}
     if baseline is not None:

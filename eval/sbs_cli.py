@@ -21,7 +21,7 @@ minimum detectable effect; when the table has assessors' labels, their verdict b
 Threshold for defect rates: the validation threshold in the judge's judge_metadata.json (--judge-metadata, else
 the served model's folder when the server names a local one) when it has one, else --threshold (default 0.5).
 
-Output: sbs.md, sbs.json, scores.csv (image, system, prompt_id, p_defect, error), distribution.png,
+Output: sbs.md, sbs.json, scores.csv (image, system, prompt_id, p_defect, error, method), distribution.png,
 differences.png. Exit status: 0 report written, 2 unusable input (the message names it; what was scored stays
 in the cache), 130 interrupted.
 """

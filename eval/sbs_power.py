@@ -21,9 +21,9 @@ POWER_METHOD = (
     "i < j, ties 1/2); under holm, alpha/m (Bonferroni over the m pairs, conservative); at least 6 prompts"
 )
 MDE_METHOD = (
-    "the same formula solved for a shift delta of the centred observed differences at the observed number of "
-    "prompts: the smallest |mean difference| with 80 % power (undefined below ~11 prompts, where even p' = 1 "
-    "is not enough for the approximation)"
+    "the same formula solved for a shift delta of the observed differences centred on their Hodges-Lehmann "
+    "pseudo-median, at the observed number of prompts: the smallest |shift| with 80 % power in either direction "
+    "(undefined below ~11 prompts, where even p' = 1 is not enough for the approximation)"
 )
 MIN_PROMPTS = 6  # fewer prompts can never reach p < 0.05 with the exact sign test
 
@@ -89,10 +89,21 @@ def prompts_for_power(diffs: np.ndarray, *, alpha: float = ALPHA, power: float =
     return max(MIN_PROMPTS, math.ceil(n - 1e-9))
 
 
+def centred(diffs: np.ndarray) -> np.ndarray:
+    """The differences shifted so that their Hodges-Lehmann pseudo-median (the location the signed-rank test
+    tests) is 0: under this null p' = P(c_i + c_j > 0) is 1/2, also for skewed differences (many prompts tied at
+    ~0, a few large ones), where centring on the mean leaves p' far from 1/2 and made the effect look detectable
+    at |delta| = 0."""
+    d = _finite(diffs)
+    i, j = np.triu_indices(d.size)  # i <= j: the Walsh averages include each difference itself
+    return d - float(np.median((d[i] + d[j]) / 2))
+
+
 def minimum_detectable_effect(
     diffs: np.ndarray, *, alpha: float = ALPHA, power: float = POWER
 ) -> float | None:
-    """Smallest |mean difference| detectable with ``power`` at the observed number of prompts (MDE_METHOD);
+    """Smallest shift |delta| of the observed differences (centred(), so their location is 0) that the test would
+    detect with ``power`` at the observed number of prompts, in either direction (the larger of the two, MDE_METHOD);
     None when the differences have no spread or the prompts are too few for any effect."""
     d = _finite(diffs)
     if d.size < 2 or np.ptp(d) == 0:
@@ -100,8 +111,12 @@ def minimum_detectable_effect(
     target = 0.5 + _z_total(alpha, power) / math.sqrt(3 * d.size)  # the p' the prompts given need
     if target > 1:
         return None
-    # p'(delta) = P(c_i + c_j + 2 delta > 0) over the centred differences c: the smallest delta with at least
-    # ceil(target * M) of the M pair sums above -2 delta.
-    sums = np.sort(_walsh_sums(d - d.mean()))
-    k = math.ceil(target * sums.size - 1e-9)
-    return max(0.0, float(-sums[sums.size - k]) / 2)
+    # p'(delta) = P(c_i + c_j + 2 delta > 0): the smallest delta with at least ceil(target * M) of the M pair sums
+    # above -2 delta; the same for a negative shift on the mirrored differences.
+    c = centred(d)
+    k = math.ceil(target * (c.size * (c.size - 1) // 2) - 1e-9)
+    shifts = []
+    for sign in (1.0, -1.0):
+        sums = np.sort(_walsh_sums(sign * c))
+        shifts.append(max(0.0, float(-sums[sums.size - k]) / 2))
+    return max(shifts)

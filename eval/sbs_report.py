@@ -16,7 +16,7 @@ import pandas as pd
 from .formatting import num, pct, table, write_json
 from .plots import write_sbs_plots
 
-SCORE_COLUMNS = ["image", "system", "prompt_id", "p_defect", "error"]
+SCORE_COLUMNS = ["image", "system", "prompt_id", "p_defect", "error", "method"]
 
 
 def _signed(value: Any, digits: int = 4) -> str:
@@ -30,6 +30,32 @@ def _p(value: Any) -> str:
 
 def _count(value: int | None, none: str) -> str:
     return none if value is None else f"{value:,}"
+
+
+def agreement_text(pairs: list[dict[str, Any]]) -> str:
+    """How often the judge's verdict is the assessors', counted apart for the pairs the assessors call
+    significant (the ones an SbS decides on) and the ones they call a tie."""
+    significant = [p for p in pairs if p.get("assessors_significant")]
+    ties = [p for p in pairs if not p.get("assessors_significant")]
+
+    def agreed(group: list[dict[str, Any]]) -> int:
+        return sum(bool(p.get("assessors_agree")) for p in group)
+
+    parts = []
+    if significant:
+        parts.append(
+            f"on the {len(significant)} pair{'s' if len(significant) != 1 else ''} the assessors call significant, "
+            f"the judge gives the same verdict on {agreed(significant)}"
+        )
+    else:
+        parts.append("the assessors call no pair significant")
+    if ties:
+        parts.append(
+            f"on the {len(ties)} pair{'s' if len(ties) != 1 else ''} they do not, the judge also finds no "
+            f"significant difference on {agreed(ties)}"
+        )
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
 
 
 def _verdict_text(test: dict[str, Any], bold: bool = False, numbers: bool = False) -> str:
@@ -73,12 +99,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         rows.append(row)
     lines += ["## Verdicts", "", table(header, rows), ""]
     if labels:
-        agree = sum(bool(p.get("assessors_agree")) for p in pairs)
-        lines += [
-            f"Assessors' verdict: the same test on the assessors' per-prompt vote share (soft label); the judge "
-            f"gives the same verdict on {agree} of {len(pairs)} pairs.",
-            "",
-        ]
+        lines += [f"Assessors' verdict: the same test on the assessors' per-prompt vote share (soft label). {agreement_text(pairs)}", ""]
 
     threshold = settings["threshold"]
     plan = []
@@ -202,7 +223,7 @@ def write_sbs_report(results: dict[str, Any], scored: pd.DataFrame, output: str 
     """Write scores.csv, the plots, sbs.json and sbs.md into ``output``; return their paths."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    scored[SCORE_COLUMNS].to_csv(output / "scores.csv", index=False)
+    scored.reindex(columns=SCORE_COLUMNS).to_csv(output / "scores.csv", index=False)
     plots = write_sbs_plots(scored, results, output)
     results = {**results, "plots": plots}
     write_json(output / "sbs.json", results)

@@ -39,6 +39,7 @@ def _record(result: Any, image: str, sha: str, judge: ResolvedJudge, judge_hash:
         "latency_ms": None if result.latency_ms is None else float(result.latency_ms),
         "defects": list(getattr(result, "defects", ()) or ()),
         "attempts": int(getattr(result, "attempts", 1) or 1),
+        "method": getattr(result, "method", None),  # how p_defect was read (vlm_judge.judges.answers.METHODS)
     }
 
 
@@ -116,6 +117,7 @@ def score_judge(
                     "latency_ms": record.get("latency_ms"),
                     "attempts": record.get("attempts"),
                     "defects": "; ".join(record.get("defects") or []),
+                    "method": record.get("method"),
                     "cached": i not in queried,
                 }
             )

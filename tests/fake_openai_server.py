@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible server on loopback, for tests without a GPU or the internet.
 
-Routes: GET /v1/models, POST /v1/chat/completions and vLLM's POST /tokenize (``tokens``: text -> ids). A request
+Routes: GET /v1/models, POST /v1/chat/completions and vLLM's POST /tokenize (``tokens``: text -> ids; while
+``tokens`` is empty /tokenize answers 404, as a hosted API does, and the client reads the top-k logprobs). A request
 for a model not in ``models`` gets the OpenAI 404; with ``api_key`` set, a request without "Bearer <api_key>"
 gets 401.
 
@@ -323,6 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Reply.error(400, "body is not JSON"))
             return
         if self.path == "/tokenize":
+            if not state.tokens:  # a hosted API: no vLLM tokenizer, so the client reads the top-k logprobs
+                self._send(Reply.error(404, f"no route {self.path}"))
+                return
             self._send(Reply(200, {"tokens": state.tokens.get(body.get("prompt"), [1, 2])}))
             return
         if self.path.rstrip("/") != "/v1/chat/completions":

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vlm_judge import client as client_module
 from vlm_judge.client import AsyncJudgeClient, JudgeClient, fetch_answer_token_ids
-from vlm_judge.protocol import DEFAULT_PROMPT_FILE
+from vlm_judge.protocol import DEFAULT_PROMPT_FILE, ProtocolError
 from vlm_judge.server_process import free_port
 
 VERBALIZED = DEFAULT_PROMPT_FILE.with_name("defect_judge_verbalized.yaml")
@@ -195,6 +195,27 @@ def test_exact_answer_token_ids_replace_top_logprobs(server, tmp_path):
         assert judge.score(grey(tmp_path, 51)).ok
     body = server.bodies[-1]
     assert body["logprob_token_ids"] == ids and "top_logprobs" not in body
+
+
+def test_exact_answer_logprobs_by_default_where_the_endpoint_has_vllms_tokenizer(server, tmp_path):
+    # A hosted API (no /tokenize): the top k, and each result says so.
+    with make_client(server, max_concurrency=1) as judge:
+        results = judge.score_batch([grey(tmp_path, 61), grey(tmp_path, 62)])
+    assert [r.method for r in results] == ["top_k", "top_k"] and all(r.attempts == 1 for r in results)
+    assert server.bodies[-1]["top_logprobs"] == 20 and "logprob_token_ids" not in server.bodies[-1]
+    # vLLM (its /tokenize answers): every Yes/No variant's logprob, asked once for the whole batch.
+    server.tokens = {"Yes": [11], " Yes": [12], "No": [21], " No": [22]}
+    with make_client(server, max_concurrency=2) as judge:
+        results = judge.score_batch([grey(tmp_path, 63), grey(tmp_path, 64), grey(tmp_path, 65)])
+    assert [r.method for r in results] == ["exact"] * 3 and all(r.attempts == 1 for r in results)
+    assert all(b["logprob_token_ids"] == [11, 12, 21, 22] for b in server.bodies[-3:])
+    assert all("top_logprobs" not in b for b in server.bodies[-3:])
+    # Forced top k, and required exact against an endpoint that cannot: named at once.
+    with make_client(server, exact_answer_logprobs=False) as judge:
+        assert judge.score(grey(tmp_path, 66)).method == "top_k"
+    server.tokens = {}
+    with pytest.raises(ProtocolError, match="exact answer logprobs need a vLLM server"):
+        make_client(server, exact_answer_logprobs=True)
 
 
 def test_verbalized_mode_parses_json_and_sends_response_format(server, tmp_path):

@@ -96,3 +96,32 @@ def test_cli_exit_codes_and_inputs(tmp_path, capsys):
         assert D.main(["--reference", ref, "--current", str(tmp_path / name)]) == D.EXIT_BAD_INPUT
         err = capsys.readouterr().err
         assert err.startswith("error: ") and name in err and message in err, err
+
+
+def test_systems_of_one_scores_table_are_compared_with_system_flags(tmp_path, capsys):
+    scores = pd.concat(
+        [
+            pd.DataFrame({"system": "v1", "prompt_id": range(200), "p_defect": _scores(2, 5, 200, seed=10)}),
+            pd.DataFrame({"system": "v2", "prompt_id": range(200), "p_defect": _scores(2, 5, 200, seed=11)}),
+            pd.DataFrame({"system": "v3", "prompt_id": range(200), "p_defect": _scores(5, 2, 200, seed=12)}),
+        ]
+    )
+    path = str(tmp_path / "scores.csv")
+    scores.to_csv(path, index=False)
+    out = tmp_path / "d.json"
+    same = ["--reference", path, "--current", path, "--output", str(out)]
+    assert D.main([*same, "--reference-system", "v1", "--current-system", "v2"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["n_reference"] == saved["n_current"] == 200
+    assert (saved["reference_system"], saved["current_system"]) == ("v1", "v2")
+    assert D.main([*same, "--reference-system", "v1", "--current-system", "v3"]) == D.EXIT_DRIFT
+    # --system applies to both sides; a side flag overrides it.
+    assert D.main([*same, "--system", "v1", "--current-system", "v3"]) == D.EXIT_DRIFT
+    assert D.main([*same, "--system", "v2"]) == 0 and json.loads(out.read_text())["psi"] == 0.0
+    capsys.readouterr()
+    assert D.main([*same, "--system", "v9"]) == D.EXIT_BAD_INPUT
+    assert "no rows of system 'v9' (systems: v1, v2, v3)" in capsys.readouterr().err
+    plain = tmp_path / "plain.csv"
+    pd.DataFrame({"p_defect": _scores(2, 5, 50, seed=13)}).to_csv(plain, index=False)
+    assert D.main(["--reference", str(plain), "--current", path, "--system", "v1"]) == D.EXIT_BAD_INPUT
+    assert "no 'system' column to select system 'v1' from" in capsys.readouterr().err

@@ -41,6 +41,16 @@ def test_csv_store_keeps_quoted_text_and_rewrites_only_to_drop(tmp_path):
     assert again.get("a.png") == {"image": "a.png", "p_defect": "0.25", "latency_ms": "5.0", "error": ""}
     assert len(path.read_text().splitlines()) == 4
 
+    # A file of an older version (fewer columns, the new ones at the end): read, and rewritten with the new header.
+    older = path.with_name("older.csv")
+    older.write_text("image,p_defect\nx.png,0.5\ny.png,\n")
+    upgraded = ResultStore(older, columns=COLUMNS, key="image")
+    assert upgraded.get("x.png") == {"image": "x.png", "p_defect": "0.5", "latency_ms": "", "error": ""}
+    assert older.read_text().splitlines()[0] == ",".join(COLUMNS)
+    upgraded.append("z.png", {"p_defect": 0.1, "latency_ms": "1.0", "error": None})
+    upgraded.close()
+    assert len(ResultStore(older, columns=COLUMNS, key="image")) == 3
+
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ResultStoreError, match=r"exists with columns \['a', 'b'\], not \['image'"):
         ResultStore(path, columns=COLUMNS, key="image")

@@ -208,15 +208,19 @@ def test_wins_ties_losses_and_bootstrap_ci():
     assert P.bootstrap_mean_ci(np.zeros(5)) == [0.0, 0.0]
 
 
-def _power(diffs: np.ndarray, n: int, shift: float = 0.0, sims: int = 300, seed: int = 0) -> float:
-    """Power of S.paired_test itself at n prompts resampled from diffs + shift (the check of the formula)."""
+def _power(
+    diffs: np.ndarray, n: int, shift: float = 0.0, sims: int = 300, seed: int = 0, direction: float | None = None
+) -> float:
+    """Power of S.paired_test itself at n prompts resampled from diffs + shift (the check of the formula): the share
+    of significant verdicts in `direction` (default: the sign of the pool's mean)."""
     rng = np.random.default_rng(seed)
     pool = diffs + shift
+    expected = np.sign(pool.mean()) if direction is None else direction
     hits = 0
     for _ in range(sims):
         sample = rng.choice(pool, n)
         p, direction = S.paired_test(sample)
-        hits += p < 0.05 and direction == np.sign(pool.mean())
+        hits += p < 0.05 and direction == expected
     return hits / sims
 
 
@@ -228,8 +232,9 @@ def test_prompts_for_power_and_mde_hold_for_the_real_test():
     assert 0.72 <= _power(d, n) <= 0.92
     assert _power(d, n // 2) < 0.7
     mde = P.minimum_detectable_effect(d)
-    centred = d - d.mean()
+    centred = P.centred(d)
     assert 0.72 <= _power(centred, d.size, shift=mde) <= 0.92
+    assert 0.72 <= _power(-centred, d.size, shift=mde) <= 0.95  # either direction
     assert _power(centred, d.size, shift=mde / 2) < 0.6
     # A larger effect needs fewer prompts; more prompts detect smaller effects; stricter alpha needs more.
     assert P.prompts_for_power(d + 0.1) < n and P.prompts_for_power(d, alpha=0.01) > n
@@ -238,6 +243,15 @@ def test_prompts_for_power_and_mde_hold_for_the_real_test():
     assert P.prompts_for_power(np.array([0.1, -0.1, 0.2, -0.2])) is None
     assert P.minimum_detectable_effect(np.zeros(30)) is None
     assert P.minimum_detectable_effect(d[:8]) is None
+    # Skewed differences (most prompts tied near 0, a few large ones, as p_defect differences often are): the
+    # detectable shift is a real positive number with ~80 % power, not 0 (the mean-centred figure was 0.0000).
+    skewed = np.r_[np.zeros(60), np.random.default_rng(3).exponential(0.3, 12)] + 0.001 * np.arange(72)
+    mde_skewed = P.minimum_detectable_effect(skewed)
+    assert mde_skewed > 0.01
+    c = P.centred(skewed)
+    up, down = (_power(c, c.size, shift=s * mde_skewed, direction=s) for s in (1.0, -1.0))
+    harder, easier = sorted([up, down])
+    assert 0.72 <= harder <= 0.95 and easier >= 0.72  # the MDE is the larger of the two directions' shifts
     # Every difference the same way (p' = 1): the formula's floor, (z_0.975 + z_0.8)^2 / 0.75 -> 11 prompts.
     assert P.prompts_for_power(np.ones(3)) == math.ceil(
         (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) ** 2 / 0.75

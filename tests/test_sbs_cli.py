@@ -99,7 +99,7 @@ def test_known_verdicts_shared_pictures_and_drift(tmp_path, renders, capsys):
     assert len(report["dataset"]["shared_images"]) == N_PROMPTS
     assert set(received) == set(scores) and set(received.values()) == {1}
     table = pd.read_csv(out / "scores.csv")
-    assert table.columns.tolist() == ["image", "system", "prompt_id", "p_defect", "error"]
+    assert table.columns.tolist() == ["image", "system", "prompt_id", "p_defect", "error", "method"]
     assert len(table) == 4 * N_PROMPTS and table["p_defect"].notna().all()
     wide = table.pivot(index="prompt_id", columns="system", values="p_defect")
     assert (wide["v1"] == wide["v1-same"]).all()
@@ -190,7 +190,8 @@ def test_assessors_verdict_beside_the_judges(tmp_path, renders):
     ]
     assert v1_v2["assessors"]["p_value"] == pytest.approx(ref.assessors.p_value)
     assert v1_v2["assessors"]["mean_diff"] == pytest.approx(ref.assessors.mean_diff)
-    assert "assessors' verdict" in (out / "sbs.md").read_text()
+    md = (out / "sbs.md").read_text()
+    assert "assessors' verdict" in md and "the assessors call significant, the judge gives the same verdict on" in md
 
 
 def test_kill_resume_and_one_cache_with_compare(tmp_path, renders):
@@ -290,3 +291,20 @@ def test_bad_inputs_exit_2_with_the_reason(tmp_path, make_renders, capsys):
     code, err = run(broken, config, "--skip-bad-images")
     assert code == 2 and "unreachable" in err and url in err
     assert "kept in" in err and cache.read_text().splitlines() == lines_before
+
+
+def test_agreement_is_counted_apart_for_significant_and_tied_pairs():
+    from eval.sbs_report import agreement_text
+
+    # The judge misses all three pairs the assessors call significant and agrees on the three ties.
+    pairs = [{"assessors_significant": True, "assessors_agree": False}] * 3
+    pairs += [{"assessors_significant": False, "assessors_agree": True}] * 3
+    assert agreement_text(pairs) == (
+        "On the 3 pairs the assessors call significant, the judge gives the same verdict on 0; on the 3 pairs "
+        "they do not, the judge also finds no significant difference on 3."
+    )
+    one = [{"assessors_significant": True, "assessors_agree": True}]
+    assert agreement_text(one) == "On the 1 pair the assessors call significant, the judge gives the same verdict on 1."
+    assert agreement_text([{"assessors_significant": False, "assessors_agree": False}]).startswith(
+        "The assessors call no pair significant; on the 1 pair they do not"
+    )

@@ -118,6 +118,12 @@ def test_rerun_skips_done_images_and_retries_failed_ones(server, tmp_path):
     first = read_rows(output)
     failed = [row for row in first if row["error"]]
     assert len(failed) == 1 and failed[0]["error"].startswith("ServerError: HTTP 503")
+    assert {row["method"] for row in first if not row["error"]} == {"top_k"}  # the fake has no vLLM /tokenize
+    # A rerun whose retried image fails again exits as the first run did: the output holds scores.
+    server.queue = [Reply.error(503, "overloaded")] * 2
+    assert score(server, folder, output) == 0
+    again = read_rows(output)
+    assert len(again) == 3 and sum(bool(row["error"]) for row in again) == 1
     requests_before = server.chat_requests
 
     assert score(server, folder, output) == 0

@@ -39,6 +39,7 @@ from vlm_judge.images import ImageError, ImageSource, describe, load_image, to_d
 from vlm_judge.judges.answers import (  # noqa: F401  (JudgeResult: re-exported, part of the client's API)
     RETRIED_KINDS,
     JudgeResult,
+    classify_p_defect,
     describe_failure,
     failed,
     parse_chat,
@@ -46,13 +47,23 @@ from vlm_judge.judges.answers import (  # noqa: F401  (JudgeResult: re-exported,
     status_text,
 )
 from vlm_judge.judges.endpoint import (  # noqa: F401  (fetch_* and server_root: re-exported for callers)
+    NoTokenizerError,
     fetch_answer_token_id_groups,
     fetch_answer_token_ids,
+    no_tokenizer,
     server_root,
+    tokenize_body,
+    tokens_of,
 )
 from vlm_judge.judges.loop import LoopThread
 from vlm_judge.judges.spec import JudgeSpec
-from vlm_judge.protocol import JudgePrompt, openai_messages, verbalized_response_format
+from vlm_judge.protocol import (
+    JudgePrompt,
+    answer_token_ids_from_encodings,
+    answer_variant_texts,
+    openai_messages,
+    verbalized_response_format,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +71,7 @@ logger = logging.getLogger(__name__)
 _ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("judge_attempts", default=None)
 
 
-async def _count_request(_request: Any) -> None:
+async def _count_request(request: Any) -> None:
     counter = _ATTEMPTS.get()
     if counter is not None:
         counter[0] += 1
@@ -104,14 +115,19 @@ class AsyncJudgeClient:
         self.max_concurrency = spec.max_concurrency
         self.timeout = spec.timeout
         self.extra_body = dict(spec.extra_body)
-        if spec.exact_answer_logprobs and answer_token_ids is None:
-            # The one place the exact-logprobs glue lives: asked once, from the server's own tokenizer (a non-vLLM
-            # endpoint fails here, with the reason).
-            answer_token_ids = fetch_answer_token_ids(
+        # Exact answer logprobs (every Yes/No token variant) wherever the endpoint can: the ids come from the server's
+        # own tokenizer (vLLM's /tokenize). Required (True): asked now, so a non-vLLM endpoint fails here with the
+        # reason. Default (None): asked with the first request; an endpoint without /tokenize gets the top k.
+        self._answer_ids: list[int] | None = None
+        self._answer_ids_decided = not self._reads_answer_logprobs or spec.exact_answer_logprobs is False
+        if answer_token_ids is not None:
+            self._answer_ids, self._answer_ids_decided = [int(i) for i in answer_token_ids], True
+        elif spec.exact_answer_logprobs and self._reads_answer_logprobs:
+            self._answer_ids = fetch_answer_token_ids(
                 self.base_url, self.model, prompt=self.prompt, api_key=spec.api_key, timeout=spec.timeout
             )
-        if answer_token_ids:
-            self.extra_body["logprob_token_ids"] = [int(i) for i in answer_token_ids]
+            self._answer_ids_decided = True
+        self._answer_ids_lock = asyncio.Lock()
         self._defect_labels: int | None = None  # classify: how many of the labels are defect-word variants
         self._use_response_format = True
         self._openai = openai.AsyncOpenAI(
@@ -130,6 +146,50 @@ class AsyncJudgeClient:
     @property
     def mode(self) -> str:
         return self.prompt.mode
+
+    @property
+    def _reads_answer_logprobs(self) -> bool:
+        return self.mode == "logprobs" and self.endpoint == "chat"
+
+    async def _answer_token_ids(self) -> list[int] | None:
+        """The answer-token ids to ask logprobs for (None: read the top k); decided once, with the first request."""
+        if self._answer_ids_decided:
+            return self._answer_ids
+        async with self._answer_ids_lock:
+            if not self._answer_ids_decided:
+                try:
+                    self._answer_ids = await self._fetch_answer_ids()
+                except NoTokenizerError as exc:  # a hosted API: no vLLM /tokenize
+                    logger.info("%s: reading the top %d logprobs (%s)", self.base_url, self.spec.top_logprobs, exc)
+                # Decided either way; a connection error propagates (the item fails, the next one asks again).
+                self._answer_ids_decided = True
+        return self._answer_ids
+
+    async def _fetch_answer_ids(self) -> list[int]:
+        """The answer-token ids from the server's /tokenize, through this client (its retries and key)."""
+        import openai
+
+        url = f"{server_root(self.base_url)}/tokenize"
+        encodings = {}
+        for text in answer_variant_texts(self.prompt):
+            try:
+                answer = await self._openai.post(url, cast_to=object, body=tokenize_body(self.model, text))
+            except openai.APIStatusError as exc:
+                raise no_tokenizer(exc, url) from None
+            encodings[text] = tokens_of(answer, url)
+        defect_ids, clean_ids = answer_token_ids_from_encodings(encodings, self.prompt)
+        return defect_ids + clean_ids
+
+    @property
+    def method(self) -> str | None:
+        """How this client reads p_defect (answers.METHODS); None until the first request decided exact vs top k."""
+        if self.endpoint == "classify":
+            return "classify"
+        if self.mode == "verbalized":
+            return "verbalized"
+        if not self._answer_ids_decided:
+            return None
+        return "exact" if self._answer_ids else "top_k"
 
     async def aclose(self) -> None:
         await self._openai.close()
@@ -199,14 +259,17 @@ class AsyncJudgeClient:
 
     def _request_kwargs(self, url: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": openai_messages(self.prompt, url)}
+        extra_body = dict(self.extra_body)
         if self.mode == "logprobs":
             kwargs.update(max_tokens=1, temperature=0, logprobs=True)
-            if "logprob_token_ids" not in self.extra_body:
+            if self._answer_ids:
+                extra_body["logprob_token_ids"] = self._answer_ids
+            elif "logprob_token_ids" not in extra_body:
                 kwargs["top_logprobs"] = self.spec.top_logprobs
         elif self._use_response_format:
             kwargs["response_format"] = verbalized_response_format()
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
+        if extra_body:
+            kwargs["extra_body"] = extra_body
         return kwargs
 
     async def _request(self, name: str, url: str) -> JudgeResult:
@@ -216,6 +279,9 @@ class AsyncJudgeClient:
         attempts = [0]  # HTTP requests made for this item, the SDK's retries included
         _ATTEMPTS.set(attempts)
         try:
+            if not self._answer_ids_decided:
+                await self._answer_token_ids()
+                attempts[0] = 0  # the one-off answer-id lookup (if this item made it) is not an attempt
             while True:
                 try:
                     if self.endpoint == "classify":
@@ -224,7 +290,13 @@ class AsyncJudgeClient:
                         response = await self._openai.chat.completions.create(**self._request_kwargs(url))
                         p_defect, defects = parse_chat(response, self.prompt)
                     return JudgeResult(
-                        name, p_defect, None, _ms(start), defects=defects, attempts=attempts[0]
+                        name,
+                        p_defect,
+                        None,
+                        _ms(start),
+                        defects=defects,
+                        attempts=attempts[0],
+                        method=self.method,
                     )
                 except openai.BadRequestError as exc:
                     if not self._should_drop_response_format(exc):
@@ -238,7 +310,16 @@ class AsyncJudgeClient:
 
     async def _classify(self, url: str) -> float:
         """p_defect from vLLM's /classify (python -m vlm_judge.serve --mode classify); see answers.parse_classify."""
-        if self._defect_labels is None:
+        body = {
+            "model": self.model,
+            "messages": openai_messages(self.prompt, url),
+            "add_generation_prompt": True,  # /classify defaults it to false: read the answer position
+        }
+        response = await self._openai.post(
+            f"{server_root(self.base_url)}/classify", cast_to=object, body=body
+        )
+        if self._defect_labels is None and classify_p_defect(response) is None:
+            # A classifier served without vlm_judge's request gate: count its defect-word labels once.
             defect_ids, _ = await asyncio.to_thread(
                 fetch_answer_token_id_groups,
                 self.base_url,
@@ -248,15 +329,7 @@ class AsyncJudgeClient:
                 timeout=self.timeout,
             )
             self._defect_labels = len(defect_ids)
-        body = {
-            "model": self.model,
-            "messages": openai_messages(self.prompt, url),
-            "add_generation_prompt": True,  # /classify defaults it to false: read the answer position
-        }
-        response = await self._openai.post(
-            f"{server_root(self.base_url)}/classify", cast_to=object, body=body
-        )
-        return parse_classify(response, self._defect_labels)
+        return parse_classify(response, self._defect_labels or 0)
 
     def _should_drop_response_format(self, exc: Any) -> bool:
         if self.mode != "verbalized" or not self._use_response_format or exc.status_code != 400:

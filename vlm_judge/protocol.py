@@ -203,25 +203,48 @@ def _as_pairs(top_logprobs: Mapping[str, float] | Iterable[Any]) -> list[tuple[s
     return pairs
 
 
+def answer_variant_texts(prompt: JudgePrompt | None = None) -> list[str]:
+    """The texts whose tokenization answer_token_ids reads: each answer word's case and leading-space variants."""
+    prompt = prompt or load_prompt()
+    texts: list[str] = []
+    for word in (prompt.defect_word, prompt.clean_word):
+        for variant in (word, word.lower(), word.upper(), word.capitalize()):
+            for text in (variant, " " + variant):
+                if text not in texts:
+                    texts.append(text)
+    return texts
+
+
+def answer_token_ids_from_encodings(
+    encodings: Mapping[str, Sequence[int]], prompt: JudgePrompt | None = None
+) -> tuple[list[int], list[int]]:
+    """answer_token_ids from the token ids of answer_variant_texts (e.g. as a server's /tokenize returned them)."""
+    prompt = prompt or load_prompt()
+    result = []
+    for word in (prompt.defect_word, prompt.clean_word):
+        ids = {
+            int(encodings[text][0])
+            for variant in {word, word.lower(), word.upper(), word.capitalize()}
+            for text in (variant, " " + variant)
+            if len(encodings[text]) == 1
+        }
+        # The assistant turn starts with the bare word: that form must be one token, or the first answer
+        # token would not be the answer.
+        if len(encodings[word]) != 1:
+            raise ProtocolError(f"the tokenizer has no single token for the answer word {word!r}")
+        result.append(sorted(ids))
+    return result[0], result[1]
+
+
 def answer_token_ids(tokenizer: Any, prompt: JudgePrompt | None = None) -> tuple[list[int], list[int]]:
     """Vocabulary ids of every single-token variant of the two answer words (case, leading space).
 
     Raises ProtocolError if either word has no single-token form: the rule reads one token."""
     prompt = prompt or load_prompt()
-    result = []
-    for word in (prompt.defect_word, prompt.clean_word):
-        ids: set[int] = set()
-        for variant in {word, word.lower(), word.upper(), word.capitalize()}:
-            for text in (variant, " " + variant):
-                encoded = tokenizer.encode(text, add_special_tokens=False)
-                if len(encoded) == 1:
-                    ids.add(int(encoded[0]))
-        # The assistant turn starts with the bare word: that form must be one token, or the first answer
-        # token would not be the answer.
-        if len(tokenizer.encode(word, add_special_tokens=False)) != 1:
-            raise ProtocolError(f"the tokenizer has no single token for the answer word {word!r}")
-        result.append(sorted(ids))
-    return result[0], result[1]
+    encodings = {
+        text: tokenizer.encode(text, add_special_tokens=False) for text in answer_variant_texts(prompt)
+    }
+    return answer_token_ids_from_encodings(encodings, prompt)
 
 
 def defect_log_odds_from_logits(logits: Any, defect_ids: Sequence[int], clean_ids: Sequence[int]) -> Any:

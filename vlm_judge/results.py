@@ -12,7 +12,8 @@ harness keeps one JSONL file per judge in ``OUTPUT/cache/``. What both rely on:
   after a retry the file again holds one record per item (what a reader of the CSV expects).
 
 Two formats: JSON lines (any fields; the key under ``"key"``) or, given ``columns``, a CSV with that header row,
-the key in one of its columns and every value read back as text.
+the key in one of its columns and every value read back as text. A CSV written by an older version, whose header
+is a leading part of ``columns`` (columns added at the end since), is read and rewritten with the new header.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ class ResultStore:
         self._tidy = True  # one well-formed record per key, and the file ends with a newline
         self._lock = threading.Lock()
         self._handle: Any = None
+        self._outdated_header = False
         self._load()
+        if self._outdated_header:
+            self._tidy = False
+            self.discard([])
 
     # ------------------------------------------------------------------ reading
 
@@ -92,11 +97,14 @@ class ResultStore:
             rows = list(csv.reader(io.StringIO(text)))
         except csv.Error as exc:
             raise ResultStoreError(f"{self.path} is not a readable CSV ({exc})") from None
-        if rows[0] != self.columns:
-            raise ResultStoreError(f"{self.path} exists with columns {rows[0]}, not {self.columns}")
+        header = rows[0]
+        if header != self.columns[: len(header)] or self.key not in header:
+            raise ResultStoreError(f"{self.path} exists with columns {header}, not {self.columns}")
+        if len(header) < len(self.columns):
+            self._outdated_header = True  # a file of an older version: rewritten with the new columns on load
         for row in rows[1:]:
-            record = dict(zip(self.columns, row, strict=False))
-            yield record if len(row) == len(self.columns) and record[self.key] else None
+            record = {column: "" for column in self.columns} | dict(zip(header, row, strict=False))
+            yield record if len(row) == len(header) and record[self.key] else None
 
     def __contains__(self, key: str) -> bool:
         return key in self.records

@@ -3,13 +3,16 @@
 Input: a folder (every image file under it, recursively; `image` = the path relative to the folder) or a CSV with
 an `image` column (paths relative to the CSV's folder, as in a dataset's labels.csv; `image` = the value as given).
 
-Output: CSV with columns image, p_defect, latency_ms, error; one row per image, appended (and flushed) as each
+Output: CSV with columns image, p_defect, latency_ms, error, method (how p_defect was read: "exact" = every Yes/No
+token variant's logprob, vLLM's default here; "top_k" = only the top k, for endpoints without vLLM's /tokenize;
+"classify", "local", "verbalized"; see vlm_judge.judges.answers.METHODS); one row per image, appended (and flushed) as each
 one finishes, so a kill loses at most the requests in flight. Resumable: a rerun with the same --output skips
 the images that already have a p_defect and tries the failed ones again (the file is first rewritten, atomically,
 without their old error rows). The CSV is a vlm_judge.results store, the same resume logic as the eval harness's.
 
-Exit codes: 0 the run finished (failed images, if any, carry an error and are counted on stderr); 1 nothing could
-be scored (server down, wrong model, ...); 2 bad arguments or input; 130 interrupted (rerun to resume).
+Exit codes: 0 the output holds a score for at least one image (failed images, if any, carry an error and are
+counted on stderr; a rerun retries them, and exits 0 again even if they fail again); 1 the judge could not be
+reached (server down, ...) while images were left to score, or the output holds no score at all; 2 bad arguments or input; 130 interrupted (rerun to resume).
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from vlm_judge.results import ResultStore, ResultStoreError, succeeded
 if TYPE_CHECKING:
     from vlm_judge.judges import JudgeSpec
 
-COLUMNS = ["image", "p_defect", "latency_ms", "error"]
+COLUMNS = ["image", "p_defect", "latency_ms", "error", "method"]  # method: how p_defect was read (answers.METHODS)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+ANSWER_LOGPROBS = {"auto": None, "exact": True, "top-k": False}  # --answer-logprobs -> JudgeSpec.exact_answer_logprobs
 
 
 class ScoreError(Exception):
@@ -105,9 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-retries", type=int, default=3, help="retries on connection errors, 429, 5xx")
     parser.add_argument("--top-logprobs", type=int, default=20, help="first-token candidates (logprob mode)")
     parser.add_argument(
+        "--answer-logprobs",
+        choices=ANSWER_LOGPROBS,
+        default="auto",
+        help="auto (default): every Yes/No token variant's exact logprob where the endpoint is vLLM (its /tokenize "
+        "answers), the top k elsewhere; exact: require it; top-k: always the top k (the method column says which)",
+    )
+    parser.add_argument(
         "--exact-answer-logprobs",
-        action="store_true",
-        help="vLLM only: ask for every Yes/No token variant's logprob instead of the top k",
+        dest="answer_logprobs",
+        action="store_const",
+        const="exact",
+        help="the same as --answer-logprobs exact (kept for older commands)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -126,7 +141,7 @@ def judge_spec(args: argparse.Namespace) -> JudgeSpec:
             api_key=args.api_key,
             prompt=args.prompt,
             top_logprobs=args.top_logprobs,
-            exact_answer_logprobs=args.exact_answer_logprobs,
+            exact_answer_logprobs=ANSWER_LOGPROBS[args.answer_logprobs],
             max_concurrency=args.concurrency,
             timeout=args.timeout,
             max_retries=args.max_retries,
@@ -167,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     def write(_index: int, result: JudgeResult) -> None:
         latency = None if result.latency_ms is None else f"{result.latency_ms:.1f}"
         store.append(
-            result.image, {"p_defect": result.p_defect, "latency_ms": latency, "error": result.error}
+            result.image,
+            {"p_defect": result.p_defect, "latency_ms": latency, "error": result.error, "method": result.method},
         )
         if result.error:
             failures[result.error_kind or "Error"] += 1
@@ -190,10 +206,15 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(failures.values())
     kinds = ", ".join(f"{kind}: {n}" for kind, n in failures.most_common())
     detail = f" ({kinds}; see the error column)" if failed else ""
+    scored_in_output = sum(succeeded(record) for record in store.records.values())
     print(
-        f"vlm_judge.score: scored {len(todo) - failed}, failed {failed}{detail} -> {output}", file=sys.stderr
+        f"vlm_judge.score: scored {len(todo) - failed}, failed {failed}{detail}; {output} holds "
+        f"{scored_in_output} of {len(inputs)} images scored",
+        file=sys.stderr,
     )
-    return 1 if failed == len(todo) else 0
+    # The state of the output decides, not this run's share: a rerun whose retried images fail again exits as
+    # the first run did.
+    return 0 if scored_in_output else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ Qwen2-VL judge needs:
   (protocol.server_chat_template): a request that carries only the image gets the judge's exact prompt;
 - in classify mode: vLLM's pooling runner and /classify, whose labels are the answer words' token variants
   (p_defect = the defect-word labels' share; see the comment in plan());
-- --shutdown-timeout 3 (the engine drains in-flight requests on SIGTERM, see vlm_judge.vllm_process).
+- --shutdown-timeout 10: after the request gate's drain the engine is idle, but its teardown (the worker's exit)
+  takes ~3 s on 2 CPU cores, and vLLM force-kills an engine still tearing down when this bound ends.
 
 The dtype is the checkpoint's (vLLM's "auto" would serve a float32 checkpoint in bfloat16 on CPU).
 """
@@ -38,13 +39,14 @@ from vlm_judge.judge_metadata import (
     read_judge_metadata,
     trained_pixel_bounds,
 )
+from vlm_judge.request_gate import SETTINGS_ENV, GateSettings
 from vlm_judge.vllm_process import ServeError
 
 DEFAULT_SERVED_NAME = "defect-judge"
 DEFAULT_PORT = 8000
 ANSWER_MARGIN_TOKENS = 256  # room after the prompt: one token in logprob mode, a short JSON when verbalized
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed --max-lora-rank values
-DEFAULT_SHUTDOWN_TIMEOUT_S = 3  # vLLM's --shutdown-timeout: how long the engine may drain in-flight requests
+DEFAULT_SHUTDOWN_TIMEOUT_S = 10  # vLLM's --shutdown-timeout: the idle engine's teardown bound (see above)
 
 
 @dataclass
@@ -205,23 +207,50 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
         )
     else:
         command += ["--served-model-name", served]
+    defect_ids, clean_ids = answer_token_ids(processor.tokenizer, prompt)
+    labels: list[str] = []
     if args.mode == "classify":
         if args.lora_adapter:
             raise ServeError("--mode classify serves a merged judge; it does not take --lora-adapter")
         # vLLM's own classifier conversion: its score head is the lm_head rows of every single-token variant of the
         # defect word, then of the clean word (protocol.answer_token_ids, as the logprob path reads them); /classify
         # returns their softmax at the answer position, so p_defect = the share of the defect-word labels, the
-        # logprob path's rule. (from_2_way_softmax would read only the bare "Yes"/"No" and differ from it.)
-        defect_ids, clean_ids = answer_token_ids(processor.tokenizer, prompt)
+        # logprob path's rule. (from_2_way_softmax would read only the bare "Yes"/"No" and differ from it.) The request
+        # gate names the labels by the answer variants they read (vLLM's own would be LABEL_<i>: an id2label in
+        # --hf-overrides keeps JSON's string keys, which vLLM's int lookup misses) and adds p_defect to each answer.
         tokens = processor.tokenizer.convert_ids_to_tokens(defect_ids + clean_ids)
-        labels = {"classifier_from_token": tokens, "method": "no_post_processing"}
+        labels = [processor.tokenizer.decode([i]) for i in defect_ids + clean_ids]
+        head = {"classifier_from_token": tokens, "method": "no_post_processing"}
         # Qwen2-VL keeps the language model's config in text_config, where vLLM's loader reads the tokens.
-        overrides = {**labels, "text_config": labels}
+        overrides = {**head, "text_config": head}
         notes.append(
-            f"classify mode: labels 0-{len(defect_ids) - 1} are {prompt.defect_word!r} variants, "
-            f"{len(defect_ids)}-{len(tokens) - 1} {prompt.clean_word!r} variants; p_defect = their first share"
+            f"classify mode: labels {labels[: len(defect_ids)]} read {prompt.defect_word!r}, "
+            f"{labels[len(defect_ids) :]} {prompt.clean_word!r}; p_defect = the share of the first "
+            f"(each /classify answer carries it as p_defect)"
         )
         command += ["--runner", "pooling", "--convert", "classify", "--hf-overrides", json.dumps(overrides)]
+    if extra_value(extra, "--allowed-local-media-path") is not None:
+        raise ServeError(
+            "--allowed-local-media-path: the judge server never reads local files a request names; send images "
+            "inline (data URLs)"
+        )
+    api_keys = [key for key in (extra_value(extra, "--api-key"), os.environ.get("VLLM_API_KEY")) if key]
+    gate = GateSettings(
+        allowed_media_domains=extra_values(extra, "--allowed-media-domains"),
+        max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels,
+        drain_timeout_s=args.drain_timeout,
+        drain_report=args.drain_report,
+        defect_ids=defect_ids,
+        clean_ids=clean_ids,
+        defect_word=prompt.defect_word,
+        clean_word=prompt.clean_word,
+        labels=labels,
+        api_keys=api_keys[:1],
+    )
+    command += ["--middleware", "vlm_judge.request_gate.RequestGate"]
+    if not gate.allowed_media_domains:
+        notes.append("images are accepted inline only (data URLs); --allowed-media-domains D... allows links")
     if not gpu and not args.compile:
         # On CPU, vLLM's inductor compile adds minutes to start-up on few cores; eager runs the same math.
         command.append("--enforce-eager")
@@ -241,6 +270,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
     command += extra
 
     env = dict(os.environ)
+    env[SETTINGS_ENV] = gate.to_env()
     if not gpu:
         env.setdefault(
             "VLLM_CPU_KVCACHE_SPACE", str(args.cpu_kv_cache_gib)
@@ -270,6 +300,20 @@ def _has_cuda() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:
         return False
+
+
+def extra_values(extra: list[str], flag: str) -> list[str]:
+    """The values of a flag that takes several (`--flag a b`, `--flag=a`), up to the next option."""
+    values: list[str] = []
+    for i, arg in enumerate(extra):
+        if arg.startswith(flag + "="):
+            values += arg.split("=", 1)[1].split(",")
+        elif arg == flag:
+            for value in extra[i + 1 :]:
+                if value.startswith("--"):
+                    break
+                values.append(value)
+    return [v for v in values if v]
 
 
 def extra_value(extra: list[str], flag: str) -> str | None:

@@ -1,14 +1,14 @@
 """Supervising vLLM's API server, in one place: the launcher (python -m vlm_judge.serve) starts it here and nowhere
 else, forwards signals to it, stops it within a bound and reaps its whole process group.
 
-Stopping (SIGTERM as orchestrators send it, or Ctrl-C): the first SIGINT/SIGTERM goes to vLLM's API server. vLLM
-runs as `python -m vlm_judge.vllm_entry` (vLLM's own server, see that module) with two shutdown bounds:
---shutdown-timeout (vLLM's; default 3 s, see vlm_judge.vllm_command) makes the engine *drain* - requests already
-in the engine finish and get their answer, new ones are refused - instead of vLLM's default 0, which SIGKILLs the
-engine at once and can leave in-flight HTTP requests without an answer; --http-shutdown-timeout (default 2 s)
-bounds how long the HTTP server then waits for open connections. A second signal, or no exit within the sum of
-both plus --kill-after seconds, kills vLLM's whole process group. Either way no vLLM process outlives the
-launcher. The launcher's exit code says which way it went (EXIT_CODES_HELP, in --help).
+Stopping (SIGTERM as orchestrators send it, or Ctrl-C): once the server is ready, the first SIGINT/SIGTERM reaches
+vLLM's API server as SIGUSR1, the request gate's drain (vlm_judge.request_gate: new requests get 503, the accepted
+ones are answered within --drain-timeout), which ends in vLLM's own SIGTERM shutdown with an idle engine: the
+engine's --shutdown-timeout (vLLM's; default 10 s here: the idle engine's teardown takes ~3 s on 2 cores) and the HTTP server's --http-shutdown-timeout (2 s) bound
+it. Before the server is ready the signal goes to vLLM as it came. A second signal, or no exit within the sum of
+those bounds plus --kill-after seconds, kills vLLM's whole process group; an engine process that outlives the API
+server by 10 s is killed too. Either way no vLLM process outlives the launcher. The launcher's exit code says
+which way it went (EXIT_CODES_HELP, in --help).
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 # Exit codes (also in --help).
-EXIT_STOPPED = 0  # stopped on request (SIGTERM/SIGINT): vLLM exited by itself within the grace period
+EXIT_STOPPED = 0  # stopped on request (SIGTERM/SIGINT): drained, and vLLM exited by itself
 EXIT_USAGE = 2  # bad arguments or model directory, or the server never became ready
 EXIT_VLLM_FAILED = 3  # vLLM exited without being asked to, or with an error code after a stop request
-EXIT_KILLED = 4  # stopped on request, but vLLM was SIGKILLed (no exit within the grace, or a 2nd signal)
+EXIT_KILLED = 4  # stopped on request, but something was forced: accepted requests cut, or a process SIGKILLed
 EXIT_CODES_HELP = f"""exit codes:
-  {EXIT_STOPPED}  stopped on request (SIGTERM/SIGINT); vLLM shut down by itself
+  {EXIT_STOPPED}  stopped on request (SIGTERM/SIGINT): every accepted request answered, vLLM shut down by itself
   {EXIT_USAGE}  bad arguments or model directory, or vLLM was not ready in time
   {EXIT_VLLM_FAILED}  vLLM exited on its own (a crash), or with an error code while stopping
-  {EXIT_KILLED}  stopped on request, but vLLM's process group had to be SIGKILLed (it did not exit within
-     --shutdown-timeout + --http-shutdown-timeout + --kill-after seconds, or a second signal came)"""
+  {EXIT_KILLED}  stopped on request, but something had to be forced: accepted requests were still open at the
+     end of --drain-timeout, or a vLLM process had to be SIGKILLed (no exit within --drain-timeout +
+     --shutdown-timeout + --http-shutdown-timeout + --kill-after seconds, an engine process that outlived the
+     API server by 10 s, or a second signal)"""
 
 
 class ServeError(RuntimeError):
@@ -51,6 +53,7 @@ class _Signals:
         self.received: int | None = None
         self.child: subprocess.Popen | None = None
         self.killed = False  # a second signal SIGKILLed vLLM's process group
+        self.drain_signal: int | None = None  # once the server is ready: what the first signal becomes
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,7 +71,7 @@ class _Signals:
         if self.received is None:
             self.received = signum
             with contextlib.suppress(ProcessLookupError):
-                self.child.send_signal(signum)
+                self.child.send_signal(self.drain_signal or signum)
         else:
             self.killed = True
             _signal_group(self.child, signal.SIGKILL)
@@ -81,11 +84,12 @@ class StopResult:
     killed: bool  # vLLM did not exit within the grace period and its process group was SIGKILLed
 
 
-def stop(child: subprocess.Popen, sig: int, grace: float) -> StopResult:
-    """Signal vLLM's API server (it drains and stops its engine), wait up to `grace` s, then kill its whole process
-    group, so that no orphaned engine worker (GBs of RAM) outlives the server."""
+def stop(child: subprocess.Popen, sig: int | None, grace: float, leftover_grace: float = 10.0) -> StopResult:
+    """Signal vLLM's API server (None: it was signalled already), wait up to `grace` s, then kill its whole process
+    group, so that no orphaned engine worker (GBs of RAM) outlives the server. What the API server leaves behind
+    (its engine core finishing its own shutdown) gets `leftover_grace` s to exit by itself before it is killed."""
     start = time.monotonic()
-    if child.poll() is None:
+    if sig is not None and child.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(sig)
     killed = False
@@ -95,8 +99,30 @@ def stop(child: subprocess.Popen, sig: int, grace: float) -> StopResult:
         killed = True
         _signal_group(child, signal.SIGKILL)
         code = child.wait()
+    leftovers_killed = not killed and not _wait_group_gone(child, leftover_grace)
     _kill_and_reap_group(child)  # whatever vLLM left in its group (its own session, see run)
-    return StopResult(code, time.monotonic() - start, killed)
+    return StopResult(code, time.monotonic() - start, killed or leftovers_killed)
+
+
+def _wait_group_gone(child: subprocess.Popen, timeout: float) -> bool:
+    """Whether vLLM's process group emptied by itself within `timeout` s (orphans reaped as they exit)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap_orphans()
+        try:
+            os.killpg(child.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _reap_orphans() -> None:
+    if _subreaper:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:  # orphans reparented to this launcher
+                pass
 
 
 def stop_exit_code(result: StopResult, signals_killed: bool = False) -> int:
@@ -138,10 +164,7 @@ def _kill_and_reap_group(child: subprocess.Popen, timeout: float = 10.0) -> None
     _signal_group(child, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while True:
-        if _subreaper:
-            with contextlib.suppress(ChildProcessError):
-                while os.waitpid(-1, os.WNOHANG)[0] > 0:  # orphans reparented to this launcher
-                    pass
+        _reap_orphans()
         try:
             os.killpg(child.pid, 0)
         except (ProcessLookupError, PermissionError):
@@ -180,10 +203,17 @@ class VllmProcess:
         assert self.child is not None
         return self.child.poll()
 
+    def drain_on_stop(self, sig: int) -> None:
+        """From now on (the server is ready) the first stop signal reaches vLLM as ``sig``: the request gate's
+        drain (vlm_judge.request_gate), which ends in vLLM's own shutdown."""
+        self.signals.drain_signal = sig
+
     def stop(self, sig: int | None = None) -> tuple[StopResult, int]:
-        """Stop vLLM with ``sig`` (default: the signal received, else SIGTERM); (how it went, the exit code)."""
+        """Stop vLLM with ``sig`` (default: SIGTERM, unless a received signal was forwarded already);
+        (how it went, the exit code)."""
         assert self.child is not None
-        sig = sig if sig is not None else self.signals.received or signal.SIGTERM
+        if sig is None and self.signals.received is None:
+            sig = signal.SIGTERM
         result = stop(self.child, sig, self.grace)
         self.signals.ignore()
         return result, stop_exit_code(result, self.signals.killed)

@@ -20,6 +20,10 @@ from vlm_judge.protocol import (
     parse_verbalized_answer,
 )
 
+# How a p_defect was read. "exact", "classify" and "local" read the full answer-token distribution and agree to
+# float precision on the same model; "top_k" sees only the k most likely first tokens (hosted APIs without vLLM's
+# /tokenize): a variant outside them counts as zero; "verbalized" is the model's own stated probability.
+METHODS = ("exact", "classify", "local", "top_k", "verbalized")
 RETRIED_KINDS = {"ConnectionError", "TimeoutError", "RateLimitError", "ServerError", "ConflictError"}
 _SDK_KINDS = {"InternalServerError": "ServerError", "APIStatusError": "HTTPError"}  # else the SDK class name
 
@@ -33,6 +37,7 @@ class JudgeResult:
     defects: tuple[str, ...] = ()  # verbalized mode only
     attempts: int = 1  # HTTP requests made (0 when the image failed before any request)
     error_kind: str | None = None  # the Kind of `error` (ImageError, ServerError, ProtocolError, ...)
+    method: str | None = None  # how p_defect was read: one of METHODS (None when no answer was read)
 
     @property
     def ok(self) -> bool:
@@ -105,10 +110,22 @@ def parse_chat(response: Any, prompt: JudgePrompt) -> tuple[float, tuple[str, ..
         raise Failure("ProtocolError", f"malformed logprobs: {exc}") from None
 
 
+def classify_p_defect(response: Any) -> float | None:
+    """The `p_defect` a /classify answer carries when vlm_judge's request gate served it (None otherwise)."""
+    try:
+        value = response["data"][0].get("p_defect")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def parse_classify(response: Any, defect_labels: int) -> float:
-    """p_defect from vLLM's /classify answer: the classifier's labels are the defect word's single-token variants,
-    then the clean word's (protocol.answer_token_ids order), so P(Yes)/(P(Yes)+P(No)) is the share of the first
-    `defect_labels` ones - the same rule as the logprob path."""
+    """p_defect from vLLM's /classify answer: the gate's `p_defect` when present; else the classifier's labels are
+    the defect word's single-token variants, then the clean word's (protocol.answer_token_ids order), so
+    P(Yes)/(P(Yes)+P(No)) is the share of the first `defect_labels` ones - the same rule as the logprob path."""
+    carried = classify_p_defect(response)
+    if carried is not None:
+        return carried
     try:
         probs = [float(p) for p in response["data"][0]["probs"]]
     except (KeyError, IndexError, TypeError, ValueError):

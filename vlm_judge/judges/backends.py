@@ -113,7 +113,7 @@ class LocalJudge:
             )
             latency = (time.perf_counter() - start) * 1000.0 / len(pending)
             for (index, name, _), p_defect in zip(pending, scores, strict=True):
-                finish(index, JudgeResult(name, float(p_defect), None, latency))
+                finish(index, JudgeResult(name, float(p_defect), None, latency, method="local"))
             pending.clear()
 
         try:

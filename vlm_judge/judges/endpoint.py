@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from vlm_judge.judges.spec import JudgeSpec
-from vlm_judge.protocol import JudgePrompt, ProtocolError, answer_token_ids, load_prompt
+from vlm_judge.protocol import (
+    JudgePrompt,
+    ProtocolError,
+    answer_token_ids_from_encodings,
+    answer_variant_texts,
+    load_prompt,
+)
 
 
 class EndpointError(ConnectionError):
@@ -16,6 +22,10 @@ class EndpointError(ConnectionError):
 
 class ModelNotServedError(EndpointError):
     """The endpoint answers but does not list the model."""
+
+
+class NoTokenizerError(ProtocolError):
+    """The endpoint has no vLLM /tokenize (a hosted API), so it cannot be asked for given tokens' logprobs."""
 
 
 def server_root(base_url: str) -> str:
@@ -67,6 +77,31 @@ def probe(spec: JudgeSpec, timeout: float = 10.0) -> list[dict[str, Any]]:
     return models
 
 
+def tokenize_body(model: str, text: str) -> dict[str, Any]:
+    """A vLLM /tokenize request for one answer variant."""
+    return {"model": model, "prompt": text, "add_special_tokens": False}
+
+
+def tokens_of(answer: Any, url: str) -> list[int]:
+    """The ids of a vLLM /tokenize answer; NoTokenizerError when the endpoint did not answer like vLLM."""
+    try:
+        return [int(t) for t in answer["tokens"]]
+    except (KeyError, TypeError, ValueError):
+        raise NoTokenizerError(f"{url} did not answer like vLLM's /tokenize: {str(answer)[:200]}") from None
+
+
+def no_tokenizer(exc: Any, url: str) -> Exception:
+    """What an HTTP error of /tokenize means: a rejected key is an EndpointError; anything else says the endpoint
+    has no vLLM tokenizer (NoTokenizerError)."""
+    import openai
+
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return EndpointError(f"endpoint {url} rejected the API key (HTTP {exc.status_code})")
+    return NoTokenizerError(
+        f"{url} answered HTTP {exc.status_code} ({str(exc)[:200]}); exact answer logprobs need a vLLM server"
+    )
+
+
 def fetch_answer_token_id_groups(
     base_url: str,
     model: str,
@@ -76,34 +111,22 @@ def fetch_answer_token_id_groups(
     timeout: float = 30.0,
 ) -> tuple[list[int], list[int]]:
     """vLLM only: (defect-word ids, clean-word ids) of every single-token answer variant, from the server's
-    tokenizer (protocol.answer_token_ids over its /tokenize)."""
+    tokenizer (protocol.answer_token_ids_from_encodings over its /tokenize)."""
     import openai
 
+    resolved = prompt if isinstance(prompt, JudgePrompt) else load_prompt(prompt)
     url = server_root(base_url) + "/tokenize"
+    encodings = {}
     with sync_openai(base_url, api_key, timeout) as client:
-
-        class RemoteTokenizer:  # just enough of a tokenizer for protocol.answer_token_ids
-            @staticmethod
-            def encode(text: str, add_special_tokens: bool = False) -> list[int]:
-                body = {"model": model, "prompt": text, "add_special_tokens": add_special_tokens}
-                try:
-                    answer = client.post(url, cast_to=object, body=body)
-                except openai.APIStatusError as exc:
-                    raise ProtocolError(
-                        f"{url} answered HTTP {exc.status_code} ({str(exc)[:200]}); "
-                        "exact answer logprobs need a vLLM server"
-                    ) from None
-                except openai.APIConnectionError as exc:
-                    raise EndpointError(f"endpoint {base_url} unreachable: cannot reach it ({exc})") from None
-                try:
-                    return [int(t) for t in answer["tokens"]]
-                except (KeyError, TypeError, ValueError):
-                    raise ProtocolError(
-                        f"{url} did not answer like vLLM's /tokenize: {str(answer)[:200]}"
-                    ) from None
-
-        resolved = prompt if isinstance(prompt, JudgePrompt) else load_prompt(prompt)
-        return answer_token_ids(RemoteTokenizer(), resolved)
+        for text in answer_variant_texts(resolved):
+            try:
+                answer = client.post(url, cast_to=object, body=tokenize_body(model, text))
+            except openai.APIStatusError as exc:
+                raise no_tokenizer(exc, url) from None
+            except openai.APIConnectionError as exc:
+                raise EndpointError(f"endpoint {base_url} unreachable: cannot reach it ({exc})") from None
+            encodings[text] = tokens_of(answer, url)
+    return answer_token_ids_from_encodings(encodings, resolved)
 
 
 def fetch_answer_token_ids(

@@ -58,7 +58,9 @@ class JudgeSpec:
     prompt: str | Path | JudgePrompt | None = None  # prompt file; its `mode` picks logprobs or verbalized
     endpoint: str = "chat"  # "chat" (chat completions) or "classify" (vlm_judge.serve --mode classify)
     top_logprobs: int = 20  # first-token candidates (logprobs mode)
-    exact_answer_logprobs: bool = False  # vLLM only: the logprob of every Yes/No token variant, not the top k
+    # The logprob of every Yes/No token variant instead of the top k: None (default) = wherever the endpoint can
+    # (vLLM: its /tokenize gives the ids; elsewhere the top k), True = require it, False = always the top k.
+    exact_answer_logprobs: bool | None = None
     extra_body: dict = field(default_factory=dict)  # merged into every request body
     # -- how the client sends
     max_concurrency: int = 8  # requests in flight; a local judge's images per forward pass
