@@ -200,21 +200,28 @@ def test_requests_without_the_api_key_go_to_vllms_own_check_untouched():
     run(main())
 
 
+async def requests_inside(n: int, **settings):
+    """A gate whose stand-in vLLM holds `n` requests inside it; the gate's stop is recorded, not a SIGTERM."""
+    gate, vllm, client = gate_and_client(**settings)
+    stops: list[bool] = []
+    gate.stop_process = lambda: stops.append(True)
+    vllm.hold = True
+    inside = [
+        asyncio.create_task(client.post("/v1/chat/completions", json=chat(png_data_url()))) for _ in range(n)
+    ]
+    while len(vllm.bodies) < n:
+        await asyncio.sleep(0.01)
+    return gate, vllm, client, inside, stops
+
+
 def test_drain_answers_what_is_inside_refuses_the_rest_then_stops(tmp_path):
     report = tmp_path / "drain.json"
 
     async def main():
-        gate, vllm, client = gate_and_client(drain_report=str(report), drain_timeout_s=10)
-        stops = []
-        gate.stop_process = lambda: stops.append(True)
-        async with client:
-            vllm.hold = True
-            inside = [
-                asyncio.create_task(client.post("/v1/chat/completions", json=chat(png_data_url())))
-                for _ in range(3)
-            ]
-            while len(vllm.bodies) < 3:
-                await asyncio.sleep(0.01)
+        gate, vllm, client, inside, stops = await requests_inside(
+            3, drain_report=str(report), drain_timeout_s=10
+        )
+        try:
             gate.drain()
             health = await client.get("/health")
             late = await client.post("/v1/chat/completions", json=chat(png_data_url()))
@@ -229,6 +236,8 @@ def test_drain_answers_what_is_inside_refuses_the_rest_then_stops(tmp_path):
                     break
                 await asyncio.sleep(0.01)
             assert stops == [True]
+        finally:
+            await client.aclose()
 
     run(main())
     assert json.loads(report.read_text()) == {
@@ -245,18 +254,16 @@ def test_drain_window_ends_with_the_open_requests_counted(tmp_path):
     report = tmp_path / "drain.json"
 
     async def main():
-        gate, vllm, client = gate_and_client(drain_report=str(report), drain_timeout_s=0.2)
-        stops = []
-        gate.stop_process = lambda: stops.append(True)
-        async with client:
-            vllm.hold = True
-            stuck = asyncio.create_task(client.post("/v1/chat/completions", json=chat(png_data_url())))
-            while not vllm.bodies:
-                await asyncio.sleep(0.01)
+        gate, _, client, inside, stops = await requests_inside(
+            1, drain_report=str(report), drain_timeout_s=0.2
+        )
+        try:
             gate.drain()
             await asyncio.sleep(0.5)
             assert stops == [True]
-            stuck.cancel()
+            inside[0].cancel()
+        finally:
+            await client.aclose()
 
     run(main())
     saved = json.loads(report.read_text())

@@ -162,20 +162,8 @@ _subreaper = False  # set in the launcher process only: then it may reap any chi
 def _kill_and_reap_group(child: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGKILL what is left of vLLM's process group and reap it (see become_subreaper), for up to `timeout` s."""
     _signal_group(child, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while True:
-        _reap_orphans()
-        try:
-            os.killpg(child.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        if time.monotonic() > deadline:
-            print(
-                f"vlm_judge.serve: warning: vLLM's process group {child.pid} outlived {timeout:g} s",
-                file=sys.stderr,
-            )
-            return
-        time.sleep(0.05)
+    if not _wait_group_gone(child, timeout):
+        print(f"vlm_judge.serve: warning: vLLM's process group {child.pid} outlived {timeout:g} s", file=sys.stderr)
 
 
 class VllmProcess:
