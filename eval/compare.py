@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from vlm_judge import metrics as M
+from vlm_judge.judges import JudgeSpec, JudgeSpecError, JudgeUnavailable
 
-from .judges import JudgeConfigError, SkippedJudge, load_judge_config, resolve_judge
 from .metrics import evaluate_scores
 from .report import definitions, write_report
-from .sbs import ALPHA, CORRECTIONS, SbsError, sbs_report
+from .sbs_stats import ALPHA, CORRECTIONS, SbsError, sbs_report
 from .scoring import score_judge
 
 SPLIT_CHOICES = ("test", "validation", "train", "all")
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
         raise CompareError("--bootstrap must be >= 0")
     if not 0 < args.alpha < 1:
         raise CompareError("--alpha must be in (0, 1)")
-    configs = [load_judge_config(path) for path in args.judges]  # all configs checked before any scoring
+    configs = [JudgeSpec.from_yaml(path) for path in args.judges]  # all configs checked before any scoring
     names = Counter(c.name for c in configs)
     if any(n > 1 for n in names.values()):
         raise CompareError(
@@ -204,10 +204,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Pa
     skipped: list[dict[str, str]] = []
     tables = []
     for config in configs:
-        resolved = resolve_judge(config)
-        if isinstance(resolved, SkippedJudge):
-            skipped.append({"name": resolved.name, "source": resolved.source, "reason": resolved.reason})
-            print(f"{config.name}: {resolved.reason}", file=sys.stderr)
+        try:
+            resolved = config.resolve()
+        except JudgeUnavailable as exc:
+            reason = f"skipped: {exc.reason}"
+            skipped.append({"name": str(config.name), "source": str(config.source), "reason": reason})
+            print(f"{config.name}: {reason}", file=sys.stderr)
             continue
         results, reason = score_judge(
             resolved, images, cache_dir, retry_errors=args.retry_errors, progress=not args.no_progress
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlm_judge.protocol import ProtocolError
 
     args = build_parser().parse_args(argv)
-    input_errors = (CompareError, JudgeConfigError, DataFormatError, ProtocolError, SbsError, M.MetricsError)
+    input_errors = (CompareError, JudgeSpecError, DataFormatError, ProtocolError, SbsError, M.MetricsError)
     return run_reporting_errors(run, args, argv, input_errors)
 
 

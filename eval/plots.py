@@ -111,7 +111,7 @@ def _save(fig: Any, path: Path) -> None:
 
 def write_sbs_plots(scored: pd.DataFrame, results: dict[str, Any], output: Path) -> dict[str, str]:
     """p_defect distribution per system; per-prompt differences A − B per pair (sorted, with the mean)."""
-    from .sbs import pair_differences
+    from .sbs_stats import pair_differences
 
     valid = scored[scored["p_defect"].notna()]
     if valid.empty:

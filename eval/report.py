@@ -14,7 +14,7 @@ import pandas as pd
 
 from vlm_judge import metrics as M
 
-from . import sbs as S
+from . import sbs_stats as S
 from .formatting import num, pct, table, with_ci, write_json
 from .plots import COMPARISON_PLOTS, write_comparison_plots
 

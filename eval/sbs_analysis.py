@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import sbs as S
 from . import sbs_power as P
+from . import sbs_stats as S
 from .drift import DriftInputError, drift_report
 
 

@@ -17,8 +17,8 @@ from vlm_judge.judge_metadata import (
     read_judge_metadata,
     validation_threshold,
 )
+from vlm_judge.judges import JudgeSpec
 
-from .judges import ResolvedJudge
 from .scoring import score_judge
 
 # Guard exclusions that mean an image could not be read: a bad input, not a data-quality remark.
@@ -92,7 +92,7 @@ def system_pairs(systems: list[str], frame: pd.DataFrame, source: str) -> list[t
 # ---------------------------------------------------------------------------------------------- judge
 
 
-def _served_model_dir(judge: ResolvedJudge) -> Path | None:
+def _served_model_dir(judge: JudgeSpec) -> Path | None:
     """The local folder the server loaded the judge from (vLLM lists it as the model's ``root``), if any."""
     from vlm_judge.judges import EndpointError, probe
 
@@ -108,7 +108,7 @@ def _served_model_dir(judge: ResolvedJudge) -> Path | None:
 
 
 def choose_threshold(
-    judge: ResolvedJudge, metadata: str | None, threshold: float | None
+    judge: JudgeSpec, metadata: str | None, threshold: float | None
 ) -> tuple[float, str]:
     """(threshold, where it came from): judge_metadata.json's validation threshold, else --threshold, else 0.5."""
     path = Path(metadata) if metadata else _served_model_dir(judge)
@@ -134,7 +134,7 @@ def choose_threshold(
 
 
 def score_items(
-    judge: ResolvedJudge, frame: pd.DataFrame, cache_dir: Path, *, retry_errors: bool, progress: bool
+    judge: JudgeSpec, frame: pd.DataFrame, cache_dir: Path, *, retry_errors: bool, progress: bool
 ) -> pd.DataFrame:
     """``frame`` with p_defect, error and cached: each distinct picture (decoded pixels) judged once."""
     pictures = frame.drop_duplicates("pixel_sha256")[["image", "image_path", "image_sha256", "pixel_sha256"]]

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from .sbs import ALPHA, TIE_TOLERANCE
+from .sbs_stats import ALPHA, TIE_TOLERANCE
 
 POWER = 0.8
 POWER_METHOD = (

@@ -1,6 +1,6 @@
 """Write the label-free SbS report of ``python -m eval.sbs``: sbs.md, sbs.json, scores.csv and two plots.
 
-Input is the JSON-ready ``results`` dict eval.sbs_cli builds plus the scored rows; this module only formats.
+Input is the JSON-ready ``results`` dict eval.sbs builds plus the scored rows; this module only formats.
 sbs.md puts the verdicts first (one line per pair, readable in ten seconds), then what the next SbS needs
 (prompts for 80 % power, minimum detectable effect), the systems, score drift against the baseline, the data
 guard and the methods.

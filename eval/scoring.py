@@ -17,16 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+from vlm_judge.judges import JudgeSpec
 from vlm_judge.results import ResultStore
-
-from .judges import ResolvedJudge
 
 
 def cache_key(image_sha256: str, judge_hash: str, prompt_version: str) -> str:
     return hashlib.sha256(f"{image_sha256}\x00{judge_hash}\x00{prompt_version}".encode()).hexdigest()[:32]
 
 
-def _record(result: Any, image: str, sha: str, judge: ResolvedJudge, judge_hash: str) -> dict[str, Any]:
+def _record(result: Any, image: str, sha: str, judge: JudgeSpec, judge_hash: str) -> dict[str, Any]:
     return {
         "image": image,
         "image_sha256": sha,
@@ -44,7 +43,7 @@ def _record(result: Any, image: str, sha: str, judge: ResolvedJudge, judge_hash:
 
 
 def score_judge(
-    judge: ResolvedJudge,
+    judge: JudgeSpec,
     images: pd.DataFrame,
     cache_dir: Path,
     *,

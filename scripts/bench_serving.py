@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         base_url = args.base_url
         try:
             if base_url is None:
-                from vlm_judge.server_process import JudgeServer
+                from vlm_judge.serving.judge_server import JudgeServer
 
                 log(f"starting python -m vlm_judge.serve {' '.join(extra_args)} ...")
                 server = JudgeServer(

@@ -3,7 +3,7 @@
     python scripts/bench_stop.py [--model DIR] [--cycles 10] [--concurrency 8] [--requests 24] [--output F]
                                  [--serve-args "--drain-timeout 30"]
 
-Each cycle starts `python -m vlm_judge.serve` (through vlm_judge.server_process.JudgeServer), has `--concurrency`
+Each cycle starts `python -m vlm_judge.serve` (through vlm_judge.serving.judge_server.JudgeServer), has `--concurrency`
 senders post image-only judge requests for distinct 1024x1024 images back to back (raw HTTP, no retries, so each
 request's fate is seen), sends SIGTERM to the launcher at the first answer, and records how every request ended:
 answered (200; `answered_during_drain` = sent before the signal, answered after it), refused cleanly (503
@@ -85,7 +85,7 @@ def cycle(model_dir: Path, bodies: list[bytes], concurrency: int, serve_args: li
     listener any more), or lost (a connection that was accepted and then closed without an answer)."""
     import httpx
 
-    from vlm_judge.server_process import JudgeServer
+    from vlm_judge.serving.judge_server import JudgeServer
 
     server = JudgeServer(model_dir, extra_args=serve_args)
     server.start()

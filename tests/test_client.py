@@ -13,7 +13,7 @@ from PIL import Image
 from vlm_judge import client as client_module
 from vlm_judge.client import AsyncJudgeClient, JudgeClient, fetch_answer_token_ids
 from vlm_judge.protocol import DEFAULT_PROMPT_FILE, ProtocolError
-from vlm_judge.server_process import free_port
+from vlm_judge.serving.judge_server import free_port
 
 VERBALIZED = DEFAULT_PROMPT_FILE.with_name("defect_judge_verbalized.yaml")
 

@@ -14,8 +14,9 @@ import pytest
 from fake_openai_server import FakeOpenAIServer, Reply, image_sha256
 from PIL import Image
 
-from eval import compare, judges
+from eval import compare
 from vlm_judge.images import file_sha256
+from vlm_judge.judges import JudgeSpec, JudgeSpecError, JudgeUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "prompts"
@@ -89,8 +90,8 @@ def test_bad_judge_configs_are_named_errors(tmp_path, dataset, capsys):
     for (file, text), needle in zip(bad.items(), expected, strict=True):
         path = tmp_path / file
         path.write_text(text)
-        with pytest.raises(judges.JudgeConfigError, match=needle):
-            judges.load_judge_config(path)
+        with pytest.raises(JudgeSpecError, match=needle):
+            JudgeSpec.from_yaml(path)
     code = _run(
         [
             "--dataset",
@@ -118,31 +119,30 @@ def test_bad_judge_configs_are_named_errors(tmp_path, dataset, capsys):
 
 def test_shipped_baselines_load():
     for path in sorted((ROOT / "baselines").glob("*.yaml")):
-        config = judges.load_judge_config(path)
+        config = JudgeSpec.from_yaml(path)
         assert config.name == path.stem
-    assert judges.load_judge_config(ROOT / "baselines/gpt-5.1.yaml").mode == "verbalized"
+    assert JudgeSpec.from_yaml(ROOT / "baselines/gpt-5.1.yaml").mode == "verbalized"
     for name in ("finetuned", "base-tiny", "qwen3-30b"):
-        assert judges.load_judge_config(ROOT / f"baselines/{name}.yaml").mode == "logprobs"
+        assert JudgeSpec.from_yaml(ROOT / f"baselines/{name}.yaml").mode == "logprobs"
 
 
 def test_resolution_from_environment():
-    gpt = judges.load_judge_config(ROOT / "baselines/gpt-5.1.yaml")
-    skipped = judges.resolve_judge(gpt, env={})
-    assert isinstance(skipped, judges.SkippedJudge) and skipped.reason == "skipped: OPENAI_API_KEY not set"
-    resolved = judges.resolve_judge(gpt, env={"OPENAI_API_KEY": "sk-test"})
+    gpt = JudgeSpec.from_yaml(ROOT / "baselines/gpt-5.1.yaml")
+    with pytest.raises(JudgeUnavailable, match="OPENAI_API_KEY not set"):
+        gpt.resolve(env={})
+    resolved = gpt.resolve(env={"OPENAI_API_KEY": "sk-test"})
     assert resolved.base_url == "https://api.openai.com/v1" and resolved.model == "gpt-5.1"
-    qwen = judges.load_judge_config(ROOT / "baselines/qwen3-30b.yaml")
-    assert judges.resolve_judge(qwen, env={}).reason == "skipped: QWEN3_BASE_URL not set"
-    qwen_ok = judges.resolve_judge(qwen, env={"QWEN3_BASE_URL": "http://127.0.0.1:9/v1/"})
+    qwen = JudgeSpec.from_yaml(ROOT / "baselines/qwen3-30b.yaml")
+    with pytest.raises(JudgeUnavailable, match="QWEN3_BASE_URL not set"):
+        qwen.resolve(env={})
+    qwen_ok = qwen.resolve(env={"QWEN3_BASE_URL": "http://127.0.0.1:9/v1/"})
     assert qwen_ok.base_url == "http://127.0.0.1:9/v1" and qwen_ok.api_key is None
-    tuned = judges.load_judge_config(ROOT / "baselines/finetuned.yaml")
-    assert judges.resolve_judge(tuned, env={}).base_url == "http://127.0.0.1:8000/v1"
+    tuned = JudgeSpec.from_yaml(ROOT / "baselines/finetuned.yaml")
+    assert tuned.resolve(env={}).base_url == "http://127.0.0.1:8000/v1"
     # The cache key follows what changes answers, not where the server runs.
-    a = judges.resolve_judge(tuned, env={"JUDGE_BASE_URL": "http://127.0.0.1:1/v1"})
-    b = judges.resolve_judge(
-        tuned, env={"JUDGE_BASE_URL": "http://127.0.0.1:2/v1", "JUDGE_REVISION": "ckpt-2"}
-    )
-    assert a.config_hash() == judges.resolve_judge(tuned, env={}).config_hash() != b.config_hash()
+    a = tuned.resolve(env={"JUDGE_BASE_URL": "http://127.0.0.1:1/v1"})
+    b = tuned.resolve(env={"JUDGE_BASE_URL": "http://127.0.0.1:2/v1", "JUDGE_REVISION": "ckpt-2"})
+    assert a.config_hash() == tuned.resolve(env={}).config_hash() != b.config_hash()
 
 
 # ---------------------------------------------------------------------------------------------- end to end

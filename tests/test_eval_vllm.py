@@ -31,7 +31,7 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model_dir):
-    from vlm_judge.server_process import running_judge_server
+    from vlm_judge.serving.judge_server import running_judge_server
 
     with running_judge_server(tiny_model_dir, served_model_name="base-tiny") as url:
         yield url
@@ -102,7 +102,7 @@ def test_sbs_known_verdicts_on_real_vllm(base_url, tmp_path, monkeypatch, make_r
 
     from PIL import Image
 
-    from eval import sbs_cli
+    from eval import sbs as sbs_cli
 
     monkeypatch.setenv("JUDGE_BASE_URL", base_url)
     monkeypatch.setenv("JUDGE_MODEL", "base-tiny")

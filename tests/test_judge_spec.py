@@ -22,7 +22,7 @@ from vlm_judge.judges import (
 )
 from vlm_judge.protocol import DEFAULT_PROMPT_FILE
 from vlm_judge.reward import DefectReward
-from vlm_judge.server_process import free_port
+from vlm_judge.serving.judge_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERBALIZED = DEFAULT_PROMPT_FILE.with_name("defect_judge_verbalized.yaml")

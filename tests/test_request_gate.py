@@ -1,4 +1,4 @@
-"""The judge server's request gate (vlm_judge.request_gate) as an ASGI app in front of a stand-in for vLLM: what it
+"""The judge server's request gate (vlm_judge.serving.gate) as an ASGI app in front of a stand-in for vLLM: what it
 refuses and why, what it adds to the served prompt's answers, and its drain. The same gate in front of real vLLM
 is tested in tests/test_serving_e2e.py."""
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm_judge.request_gate import GateSettings, RequestGate
+from vlm_judge.serving.gate import GateSettings, RequestGate
 
 DEFECT_IDS, CLEAN_IDS = [9454, 9693], [2753, 2308]
 

@@ -1,4 +1,4 @@
-"""eval.sbs: SbS verdicts, the paired test, macro-accuracy and pairwise accuracy on hand-made data."""
+"""eval.sbs_stats: SbS verdicts, the paired test, macro-accuracy and pairwise accuracy on hand-made data."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from eval import sbs as S
 from eval import sbs_power as P
+from eval import sbs_stats as S
 
 
 def _frame(n_prompts: int = 30, seed: int = 0) -> pd.DataFrame:

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from fake_openai_server import FakeOpenAIServer, Reply, image_sha256
 
-from eval import compare, sbs_cli
+from eval import compare
+from eval import sbs as sbs_cli
 from vlm_judge.images import file_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +183,7 @@ def test_assessors_verdict_beside_the_judges(tmp_path, renders):
     v1_v2 = _pair(report, "v1", "v2")
     assert v1_v2["assessors"]["verdict"] == "A better" and v1_v2["assessors_agree"]
     # The assessors' side is the same test on the vote shares: the numbers eval.sbs.sbs_pairs gives.
-    from eval import sbs as S
+    from eval import sbs_stats as S
 
     frame = pd.DataFrame(rows).assign(soft_label=lambda f: f["defect_votes"] / 5, p=0.5)
     (ref,) = [

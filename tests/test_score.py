@@ -15,7 +15,7 @@ from fake_openai_server import FakeOpenAIServer, Reply
 from PIL import Image
 
 from vlm_judge.score import COLUMNS, main
-from vlm_judge.server_process import free_port
+from vlm_judge.serving.judge_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

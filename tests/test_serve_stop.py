@@ -1,4 +1,4 @@
-"""The launcher's stop and its exit codes (vlm_judge.vllm_process: stop / stop_exit_code), on stand-in children.
+"""The launcher's stop and its exit codes (vlm_judge.serving.supervisor: stop / stop_exit_code), on stand-in children.
 
 The real vLLM stop under load is tests/test_serving_e2e.py's last test; these cover the three outcomes that one
 cannot provoke on demand: a child that exits on SIGTERM, one that ignores it (killed after the grace, with the
@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from vlm_judge import serve, vllm_process
+from vlm_judge import serve
+from vlm_judge.serving import supervisor as vllm_process
 
 
 def spawn(code: str) -> subprocess.Popen:

@@ -19,12 +19,13 @@ import pytest
 from PIL import Image
 from readme_blocks import readme_block, run_readme_block
 
-from vlm_judge import serve, vllm_command
+from vlm_judge import serve
 from vlm_judge.client import JudgeClient, fetch_answer_token_ids
 from vlm_judge.images import to_data_url
 from vlm_judge.modeling import NATIVE_1024_MAX_PIXELS, load_model, load_processor, pixel_bounds, score_images
 from vlm_judge.protocol import image_only_messages, load_prompt, openai_messages, p_defect_from_top_logprobs
-from vlm_judge.server_process import JudgeServer
+from vlm_judge.serving import vllm_command
+from vlm_judge.serving.judge_server import JudgeServer
 
 BASE, LORA = "defect-judge-base", "defect-judge"
 
@@ -115,7 +116,7 @@ def test_launcher_flags_fit_a_native_1024_judge(judge_dir, lora_dir, capsys):
     def flag(name):
         return command[command.index(name) + 1]
 
-    assert command[1:3] == ["-m", "vlm_judge.vllm_entry"]  # vLLM's server with a bounded HTTP shutdown
+    assert command[1:3] == ["-m", "vlm_judge.serving.vllm_entry"]  # vLLM's server with a bounded HTTP shutdown
     assert flag("--http-shutdown-timeout") == "2" and flag("--shutdown-timeout") == "10"  # the engine's teardown
     prompt = load_prompt()
     assert json.dumps(prompt.user) in flag("--chat-template")  # the judge prompt for image-only requests

@@ -16,7 +16,16 @@ from typing import Any
 
 import yaml
 
-DEFAULT_PROMPT_FILE = Path(__file__).resolve().parent.parent / "prompts" / "defect_judge.yaml"
+
+def _prompts_dir() -> Path:
+    """The judge prompts: the package vlm_judge.prompts in an installed wheel, the top-level prompts/ folder in a
+    checkout (pyproject.toml maps one to the other)."""
+    installed = Path(__file__).resolve().parent / "prompts"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "prompts"
+
+
+PROMPTS_DIR = _prompts_dir()
+DEFAULT_PROMPT_FILE = PROMPTS_DIR / "defect_judge.yaml"
 
 
 class ProtocolError(ValueError):

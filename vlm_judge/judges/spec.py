@@ -30,7 +30,7 @@ import yaml
 
 from vlm_judge.protocol import DEFAULT_PROMPT_FILE, JudgePrompt, ProtocolError, load_prompt
 
-PROJECT_ROOT = DEFAULT_PROMPT_FILE.parent.parent
+PROJECT_ROOT = DEFAULT_PROMPT_FILE.parent.parent  # a checkout's root, or the installed package (both hold prompts/)
 ENDPOINTS = ("chat", "classify")
 LOCAL = "local"  # the base_url of an in-process judge (model = a checkpoint folder)
 NOT_IN_YAML = {"yaml": False}  # field metadata: a setting a config file may not carry

@@ -23,7 +23,7 @@ from functools import partial
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .render import Box, _inside, _region_box, render_scene
+from .render import Box, inside, region_box, render_scene
 from .scene import Colour, Scene
 
 ImageEdit = Callable[[np.ndarray, Box, np.random.Generator, float, Scene], None]
@@ -138,7 +138,7 @@ def _seam(arr: np.ndarray, box: Box, rng: np.random.Generator, strength: float, 
             if math.hypot(a[0] * size - (x0 + s / 2), a[1] * size - (y0 + s / 2)) > 0.3 * size
         ]
         cx, cy = far[int(rng.integers(len(far)))] if far else (rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8))
-        sx0, sy0, sx1, sy1 = _region_box(cx, cy, s / size, size)
+        sx0, sy0, sx1, sy1 = region_box(cx, cy, s / size, size)
         patch = arr[sy0:sy1, sx0:sx1].copy()
         if rng.uniform() < 0.5:
             patch = patch[:, ::-1]
@@ -170,7 +170,7 @@ def _edit_placed(
         # First tries on textured content, where a smear/warp/seam shows; then anywhere with content.
         anchors = scene.detail_anchors if attempt < 2 and scene.detail_anchors else scene.anchors
         ax, ay = anchors[int(rng.integers(len(anchors)))]
-        x0, y0, x1, y1 = box = _region_box(ax + rng.normal(0, 0.04), ay + rng.normal(0, 0.04), side, size)
+        x0, y0, x1, y1 = box = region_box(ax + rng.normal(0, 0.04), ay + rng.normal(0, 0.04), side, size)
         trial = arr.copy()
         edit(trial, box, rng, strength, scene)
         diff = np.abs(trial[y0:y1, x0:x1].astype(np.int16) - arr[y0:y1, x0:x1]).max(axis=2)
@@ -221,7 +221,7 @@ def _span(low: float, high: float, margin: float) -> tuple[float, float]:
 
 def _break_element(box: Box, rng: np.random.Generator, strength: float, ex, ey, hw, hh, cw, ch):
     """grid_fault: elements centred in ``box`` go missing, shift off the lattice or change size."""
-    if not _inside(box, ex, ey):
+    if not inside(box, ex, ey):
         return ex, ey, hw, hh
     fault = rng.uniform()
     if fault < 0.3 * strength:
@@ -240,7 +240,7 @@ def _garble_glyph(
 ) -> bool:
     """glyph_fault: glyphs centred in ``box`` become malformed strokes (off-grid ends, broken baseline,
     wrong sizes, overlaps)."""
-    if not _inside(box, gx + gw / 2, gy + gh / 2):
+    if not inside(box, gx + gw / 2, gy + gh / 2):
         return False
     k = g.uniform(0.6, 1.6)
     oy = g.normal(0, 0.35) * gh
@@ -254,24 +254,17 @@ def _garble_glyph(
     return True
 
 
-def structural_faults(kind: str, box: Box, rng: np.random.Generator, strength: float) -> tuple:
-    """(grid_fault, glyph_fault) for render_scene's ``structural=(kind, box, rng, strength)``."""
-    if kind == "broken_grid":
-        return partial(_break_element, box, rng, min(strength, 1.0 / 0.9)), None
-    return None, partial(_garble_glyph, box, rng)
-
-
 def _broken_grid(scene, size, jitter_rng, rng, side, strength) -> Image.Image:
     g = scene.grid
     cx, cy = rng.uniform(*_span(g.x0, g.x1, side / 3)), rng.uniform(*_span(g.y0, g.y1, side / 3))
-    box = _region_box(cx, cy, side, size)
+    box = region_box(cx, cy, side, size)
     fault = partial(_break_element, box, rng, min(strength, 1.0 / 0.9))
     return render_scene(scene, size, jitter_rng, grid_fault=fault)
 
 
 def _garbled_text(scene, size, jitter_rng, rng, side, strength) -> Image.Image:
     t = scene.text
-    box = _region_box(t.x + rng.uniform(0.15, 0.3), t.y + len(t.rows) * t.glyph_h * 0.8, side, size)
+    box = region_box(t.x + rng.uniform(0.15, 0.3), t.y + len(t.rows) * t.glyph_h * 0.8, side, size)
     return render_scene(scene, size, jitter_rng, glyph_fault=partial(_garble_glyph, box, rng))
 
 

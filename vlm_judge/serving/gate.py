@@ -1,5 +1,5 @@
 """The judge server's front door: an ASGI middleware that vLLM's API server runs in front of its routes
-(`--middleware vlm_judge.request_gate.RequestGate`, added by vlm_judge.vllm_command; settings come from the
+(`--middleware vlm_judge.serving.gate.RequestGate`, added by vlm_judge.serving.vllm_command; settings come from the
 launcher in the VLM_JUDGE_GATE environment variable as JSON, see GateSettings).
 
 What it does, per request, before vLLM sees it:
@@ -26,25 +26,29 @@ Requests that do not carry the API key (when one is set) pass straight through t
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import io
 import json
+import logging
 import os
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+
+from vlm_judge.serving.media import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MediaPolicy,
+    Rejection,
+    check_image_url,
+    image_urls,
+    is_image_only,
+)
 
 SETTINGS_ENV = "VLM_JUDGE_GATE"
 JUDGED_PATHS = ("/v1/chat/completions", "/classify", "/v1/classify")
-DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024  # a 1024x1024 PNG is 1-3 MB
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # 16x a 1024x1024 generation; PIL's own bomb check starts at ~89 M
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # a full batch at concurrency 8, 1024x1024, 2 CPU cores: ~3 s
-HEADER_BASE64_CHARS = 1 << 18  # 192 KiB of image bytes: past any PNG/JPEG/WebP header that declares the size
 
 
 @dataclass
@@ -61,6 +65,10 @@ class GateSettings:
     labels: list[str] = field(default_factory=list)  # classify mode: the classifier's label names, in order
     api_keys: list[str] = field(default_factory=list)
 
+    @property
+    def media(self) -> MediaPolicy:
+        return MediaPolicy(self.allowed_media_domains, self.max_image_bytes, self.max_image_pixels)
+
     def to_env(self) -> str:
         return json.dumps(asdict(self))
 
@@ -68,110 +76,6 @@ class GateSettings:
     def from_env(cls, environ: dict[str, str] | None = None) -> GateSettings:
         raw = (environ if environ is not None else os.environ).get(SETTINGS_ENV)
         return cls(**json.loads(raw)) if raw else cls()
-
-
-class Rejection(Exception):
-    """A request refused before vLLM sees it: the HTTP status and the message for the client."""
-
-    def __init__(self, status: int, message: str, kind: str = "BadRequestError"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
-
-
-# ---------------------------------------------------------------------------------------------- image checks
-
-
-def image_urls(body: Any) -> list[str]:
-    """Every image URL of a chat-shaped request body (`messages[*].content[*].image_url`)."""
-    urls = []
-    messages = body.get("messages") if isinstance(body, dict) else None
-    for message in messages if isinstance(messages, list) else []:
-        content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else []:
-            if isinstance(part, dict) and "image_url" in part:
-                image_url = part["image_url"]
-                urls.append(str(image_url.get("url") if isinstance(image_url, dict) else image_url))
-    return urls
-
-
-def check_image_url(url: str, settings: GateSettings, index: int) -> None:
-    """Rejection when the image at `url` must not reach vLLM (see the module docstring)."""
-    where = f"image {index + 1}"
-    if url.startswith("data:"):
-        check_data_url(url, settings, where)
-        return
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https"):
-        if not settings.allowed_media_domains:
-            raise Rejection(
-                400,
-                f"{where}: this judge server accepts images only inline, as a data URL "
-                f"(data:image/png;base64,...), not a link ({_short(url)}); the operator can allow domains "
-                "with --allowed-media-domains",
-            )
-        if parts.hostname not in settings.allowed_media_domains:
-            raise Rejection(
-                400,
-                f"{where}: host {parts.hostname!r} is not an allowed media domain "
-                f"({', '.join(settings.allowed_media_domains)})",
-            )
-        return
-    raise Rejection(
-        400,
-        f"{where}: URL scheme {parts.scheme + ':' if parts.scheme else '(none)'} is not accepted; send the image "
-        "as a data URL (data:image/png;base64,...)",
-    )
-
-
-def check_data_url(url: str, settings: GateSettings, where: str) -> None:
-    header, _, payload = url.partition(",")
-    if ";base64" not in header:
-        raise Rejection(400, f"{where}: a data URL must be base64-encoded (data:image/png;base64,...)")
-    if len(payload) * 3 // 4 > settings.max_image_bytes:
-        raise Rejection(
-            413,
-            f"{where}: {len(payload) * 3 // 4} bytes exceeds the server's limit of {settings.max_image_bytes} "
-            "bytes per image",
-            "PayloadTooLargeError",
-        )
-    # The header tells the format and the size (all a bomb check needs): decode only the first part.
-    head = payload[:HEADER_BASE64_CHARS].strip()
-    try:
-        data = base64.b64decode(head[: len(head) // 4 * 4], validate=True)
-    except (binascii.Error, ValueError):
-        raise Rejection(400, f"{where}: the data URL's base64 does not decode") from None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only: cheap, and no bomb is decoded
-            width, height = image.size
-    except Image.DecompressionBombError as exc:
-        raise Rejection(400, f"{where}: decompression bomb refused ({exc})") from None
-    except UnidentifiedImageError:
-        raise Rejection(400, f"{where}: the data is not an image PIL can read (no known image format)") from None
-    except (OSError, ValueError) as exc:
-        raise Rejection(400, f"{where}: the data is not an image PIL can read ({exc})") from None
-    if width * height > settings.max_image_pixels:
-        raise Rejection(
-            413,
-            f"{where}: {width}x{height} = {width * height} pixels exceeds the server's limit of "
-            f"{settings.max_image_pixels} pixels (a decompression bomb, or far larger than a judge reads)",
-            "PayloadTooLargeError",
-        )
-
-
-def is_image_only(body: Any) -> bool:
-    """A request whose only message is a user turn with images and no text: the served prompt applies to it."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
-        return False
-    content = messages[0].get("content")
-    return (
-        messages[0].get("role") == "user"
-        and isinstance(content, list)
-        and bool(content)
-        and all(isinstance(p, dict) and "text" not in p and p.get("type") != "text" for p in content)
-    )
 
 
 # ---------------------------------------------------------------------------------------------- p_defect
@@ -279,6 +183,9 @@ class RequestGate:
                     json.dump(report, handle)
             except OSError as exc:
                 _log(f"warning: cannot write the drain report {self.settings.drain_report} ({exc})")
+        # Nothing is in flight any more; when vLLM's engine process exits, its output handler still logs the
+        # engine's death as an error with a traceback (EngineDeadError): expected now, so not logged.
+        logging.getLogger("vllm.v1.engine.async_llm").addFilter(_EngineExitAfterDrain())
         self.stop_process()
 
     # -- requests
@@ -345,7 +252,7 @@ class RequestGate:
         if isinstance(body, dict):
             try:
                 for index, url in enumerate(image_urls(body)):
-                    check_image_url(url, self.settings, index)
+                    check_image_url(url, self.settings.media, index)
                     remote = remote or not url.startswith("data:")
             except Rejection as exc:
                 await _send_json(send, exc.status, _error(exc.message, exc.kind, exc.status))
@@ -396,6 +303,11 @@ class RequestGate:
         return json.dumps(response).encode()
 
 
+class _EngineExitAfterDrain(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "output_handler failed" not in record.getMessage()
+
+
 def _replay(raw: bytes, receive: Any) -> Any:
     """`receive` for the app: the body read already, then the client's own messages (a disconnect)."""
     sent = False
@@ -436,10 +348,6 @@ async def _send_json(
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
     await send({"type": "http.response.body", "body": data})
-
-
-def _short(url: str) -> str:
-    return url if len(url) <= 80 else url[:77] + "..."
 
 
 def _log(message: str) -> None:

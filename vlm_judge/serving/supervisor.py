@@ -2,7 +2,7 @@
 else, forwards signals to it, stops it within a bound and reaps its whole process group.
 
 Stopping (SIGTERM as orchestrators send it, or Ctrl-C): once the server is ready, the first SIGINT/SIGTERM reaches
-vLLM's API server as SIGUSR1, the request gate's drain (vlm_judge.request_gate: new requests get 503, the accepted
+vLLM's API server as SIGUSR1, the request gate's drain (vlm_judge.serving.gate: new requests get 503, the accepted
 ones are answered within --drain-timeout), which ends in vLLM's own SIGTERM shutdown with an idle engine: the
 engine's --shutdown-timeout (vLLM's; default 10 s here: the idle engine's teardown takes ~3 s on 2 cores) and the HTTP server's --http-shutdown-timeout (2 s) bound
 it. Before the server is ready the signal goes to vLLM as it came. A second signal, or no exit within the sum of
@@ -193,7 +193,7 @@ class VllmProcess:
 
     def drain_on_stop(self, sig: int) -> None:
         """From now on (the server is ready) the first stop signal reaches vLLM as ``sig``: the request gate's
-        drain (vlm_judge.request_gate), which ends in vLLM's own shutdown."""
+        drain (vlm_judge.serving.gate), which ends in vLLM's own shutdown."""
         self.signals.drain_signal = sig
 
     def stop(self, sig: int | None = None) -> tuple[StopResult, int]:

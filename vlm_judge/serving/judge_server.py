@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vlm_judge.vllm_command import free_port
+from vlm_judge.serving.vllm_command import free_port
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 READY_MARK = "vlm_judge.serve: ready at "
 
 

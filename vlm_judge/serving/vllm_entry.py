@@ -1,4 +1,4 @@
-"""`python -m vlm_judge.vllm_entry ARGS`: vLLM's OpenAI API server, started exactly as
+"""`python -m vlm_judge.serving.vllm_entry ARGS`: vLLM's OpenAI API server, started exactly as
 `python -m vllm.entrypoints.openai.api_server ARGS` starts it, plus a bound on its HTTP shutdown.
 
 Why it exists: on SIGTERM, vLLM's API server stops its engine and then lets uvicorn wait for every open HTTP
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     uvloop.run(run_server(args, timeout_graceful_shutdown=timeout))
     # Where a slow stop spends its time: after this line only the interpreter's own teardown is left.
     print(
-        f"vlm_judge.vllm_entry: HTTP server and engine stopped at {time.strftime('%H:%M:%S')}",
+        f"vlm_judge.serving.vllm_entry: HTTP server and engine stopped at {time.strftime('%H:%M:%S')}",
         file=sys.stderr,
     )
 
