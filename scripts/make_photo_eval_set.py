@@ -4,7 +4,7 @@
 
 An out-of-distribution check of the judge: real photographs instead of the procedural scenes, and defects made
 by a code path of their own (albumentations transforms), not by the training renderer
-(vlm_judge/data/synthetic/) nor by the pretraining experiments' corruptions (scripts/experiments/corruptions.py). **This set never enters training**: every row
+(vlm_judge/data/synthetic/) nor by the pretraining experiments' corruptions (experiments/corruptions.py). **This set never enters training**: every row
 has split = test.
 
 Source photos ship inside the installed wheels (no download): scikit-image's bundled ``skimage.data`` images

@@ -61,7 +61,7 @@ class TinyModelSpec:
     seed: int = 0
     # > 0: the vision tower's and the LM layers' weights are drawn from N(0, init_gain / sqrt(fan_in)) instead of
     # transformers' N(0, 0.02), which is tuned for 1k-wide layers: at 64-128 wide it leaves every GELU in its
-    # linear range and the tiny judge on the ln 2 plateau (scripts/experiments/LOG.md). 0 keeps the default.
+    # linear range and the tiny judge on the ln 2 plateau (experiments/LOG.md). 0 keeps the default.
     init_gain: float = 0.0
 
 

@@ -6,7 +6,7 @@ the defect is the only difference between the two, so the pair's gradient is abo
 the two rows come one after the other, so a batch of an even size holds whole pairs. Labels come from the same
 assessor simulation as the logs on disk (``config.votes`` votes, per-type detection, ``config.false_alarm``).
 
-A curriculum, measured to be what lets the tiny judge learn more than one type (scripts/experiments/LOG.md,
+A curriculum, measured to be what lets the tiny judge learn more than one type (experiments/LOG.md,
 runs 26-28): the defect types join one at a time in the order of ``types``, every ``add_every`` steps, and the
 ones already in stay in the mix (switching from one type to all of them at once wipes out what was learned);
 the defect region's side shrinks linearly from ``area_start`` to ``config.defect_area`` over ``area_ramp_steps``

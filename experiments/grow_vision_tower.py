@@ -1,7 +1,7 @@
 """Reshape a tiny base: append ViT blocks to its vision tower, keep only the first language-model layers (LOG runs
 81, 83, 84).
 
-    python scripts/experiments/grow_vision_tower.py SOURCE_DIR OUTPUT_DIR [--extra_blocks 1] [--text_layers N]
+    python experiments/grow_vision_tower.py SOURCE_DIR OUTPUT_DIR [--extra_blocks 1] [--text_layers N]
 
 Each new block is a copy of the last one with its output projections (attention proj, MLP fc2) at zero, so the
 grown tower computes exactly what the source's does until training moves them (checked and printed). Dropping
@@ -66,7 +66,7 @@ def main() -> None:
         changes.append(f"language model cut to its first {args.text_layers} layer(s)")
     record = {
         "what": f"the stage below reshaped, nothing trained: {'; '.join(changes)}",
-        "command": "python scripts/experiments/grow_vision_tower.py " + " ".join(sys.argv[1:]),
+        "command": "python experiments/grow_vision_tower.py " + " ".join(sys.argv[1:]),
         "model_sha256": file_sha256(args.output / "model.safetensors"),
         "base": json.loads(source_record.read_text()) if source_record.is_file() else None,
     }

@@ -1,6 +1,6 @@
 """Linear probes on a judge's features: is the ranking lost in the vision tower or in the language model's readout?
 
-    python scripts/experiments/probe_features.py MODEL_DIR [DATASET_DIR]
+    python experiments/probe_features.py MODEL_DIR [DATASET_DIR]
 
 For every image of the dataset (default data/synthetic-224) it takes (a) the merger's 64 visual tokens pooled
 (mean, max, std: 384 numbers) and (b) the language model's last hidden state at the answer position (128), fits a

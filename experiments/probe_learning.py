@@ -4,7 +4,7 @@ Trains the model on pre-processed pixel values with the judge's readout (Yes/No 
 position) in a bare PyTorch loop, so that ideas can be compared in minutes on one core before they go into
 recipes/sft.py. Prints one JSON line per evaluation (validation ROC-AUC overall and per defect type).
 
-    python scripts/experiments/probe_learning.py --data data/s224-p1024 --steps 600 [--vision-lr 5e-3] ...
+    python experiments/probe_learning.py --data data/s224-p1024 --steps 600 [--vision-lr 5e-3] ...
 """
 
 from __future__ import annotations
