@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from vlm_judge.data.splits import split_by_prompt
-from vlm_judge.data.synthetic import DEFECT_TYPES, applicable_defects, make_scene, render_generation
+from vlm_judge.embedded.synthetic import DEFECT_TYPES, applicable_defects, make_scene, render_generation
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)

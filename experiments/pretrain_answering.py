@@ -3,7 +3,7 @@ tiny Qwen2-VL (vision tower, merger, language model) learns to answer Yes/No to 
 corrupted?" on twins (a clean scene next to a copy with 1-2 generic corruptions), with the judge's two-way loss plus
 the answer mass. Run 48 fine-tuned the judge from its step 1000: test ROC-AUC 0.757 vs 0.777 without it.
 
-    PYTHONPATH=. python experiments/pretrain_answering.py vlm_judge/assets/tiny-base-224 models/s2 1000 1000
+    PYTHONPATH=. python experiments/pretrain_answering.py vlm_judge/embedded/assets/tiny-base-224 models/s2 1000 1000
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vlm_judge.data.synthetic import make_scene, render_scene
+from vlm_judge.embedded.pretrain import corrupt_regions
+from vlm_judge.embedded.synthetic import make_scene, render_scene
 from vlm_judge.modeling import build_judge_inputs
-from vlm_judge.pretrain import corrupt_regions
 from vlm_judge.protocol import JudgePrompt, answer_token_ids
 from vlm_judge.training.trainer import answer_loss_terms
 

@@ -1,4 +1,4 @@
-"""Experiment: the dense corruption pretraining (vlm_judge.pretrain) of a tiny model with the probes'
+"""Experiment: the dense corruption pretraining (vlm_judge.embedded.pretrain) of a tiny model with the probes'
 re-initialisations (fan-in gain, whitened patch embedding; runs 23, 24, 32, 42 of LOG.md).
 
 The committed tiny base is made by scripts/pretrain_tiny_base.py; this script adds the init options on top.
@@ -14,8 +14,8 @@ import json
 import torch
 from render_whiten import init_weights
 
+from vlm_judge.embedded.pretrain import pretrain_vision_tower
 from vlm_judge.modeling import load_model, load_processor
-from vlm_judge.pretrain import pretrain_vision_tower
 from vlm_judge.training.model_setup import tiny_model_dir
 
 ap = argparse.ArgumentParser()

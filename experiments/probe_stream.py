@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from probe_learning import encode
 from render_whiten import init_weights
 
-from vlm_judge.data.synthetic import DEFECT_TYPES, applicable_defects, make_scene, render_generation
+from vlm_judge.embedded.synthetic import DEFECT_TYPES, applicable_defects, make_scene, render_generation
 from vlm_judge.modeling import build_judge_inputs, load_model, load_processor
 from vlm_judge.protocol import answer_token_ids, load_prompt
 from vlm_judge.training.model_setup import part_of, tiny_model_dir

@@ -4,7 +4,7 @@ the whitening computed from clean rendered scenes (no defects, no labels)."""
 import numpy as np
 import torch
 
-from vlm_judge.data.synthetic import make_scene, render_scene
+from vlm_judge.embedded.synthetic import make_scene, render_scene
 
 
 def whitened_patch_embedding(model, processor, scenes: int, eps: float, seed: int = 4321, size: int = 224) -> None:
@@ -30,7 +30,7 @@ def whitened_patch_embedding(model, processor, scenes: int, eps: float, seed: in
 def init_weights(model, processor, gain: float, whiten: int, eps: float) -> None:
     """The probes' re-initialisation: fan-in init (vision tower + LM layers) at ``gain``, then the whitened patch
     embedding from ``whiten`` clean scenes (0: off)."""
-    from vlm_judge.tiny_model import fan_in_init
+    from vlm_judge.embedded.tiny_model import fan_in_init
 
     if gain:
         fan_in_init(model, gain)

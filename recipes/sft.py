@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, SFTConfig, TrlParser
 
+from vlm_judge import embedded
 from vlm_judge.calibration import fold_temperature
-from vlm_judge.data import dataset_fingerprint, generate_synthetic_dataset, load_judge_dataset
-from vlm_judge.data.synthetic.stream import training_stream
+from vlm_judge.data import dataset_fingerprint, load_judge_dataset
 from vlm_judge.modeling import load_processor, pixel_bounds
 from vlm_judge.protocol import load_prompt
 from vlm_judge.training import (
@@ -47,10 +47,8 @@ from vlm_judge.training import (
     check_max_length,
     defect_types_of,
     eval_history,
-    find_label_table_or_none,
     mlflow_run,
     prepare_split,
-    tiny_model_dir,
     training_metadata,
 )
 from vlm_judge.training.metadata import TRAINING_FILE, write_json
@@ -69,12 +67,7 @@ def main(
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
 
-    # The embedded default: build the tiny model / render the synthetic logs once (main process first).
-    with training_args.main_process_first(desc="prepare model and data"):
-        if script_args.tiny_model is not None:
-            model_args.model_name_or_path = str(tiny_model_dir(script_args.tiny_model, model_args.model_name_or_path))
-        if script_args.synthetic is not None and find_label_table_or_none(script_args.dataset_dir) is None:
-            generate_synthetic_dataset(script_args.dataset_dir, **script_args.synthetic)
+    embedded.prepare(script_args, model_args, training_args)  # the tiny model and synthetic logs, if the recipe asks
     if not model_args.model_name_or_path:
         raise ValueError("set model_name_or_path (or tiny_model) in the recipe")
 
@@ -97,19 +90,8 @@ def main(
         training_args.per_device_eval_batch_size = script_args.judge_eval_batch_size
     training_args.assistant_only_loss = False
     model, peft_config = build_model(model_args, script_args)
-    if script_args.synthetic_stream is not None:
-        if training_args.max_steps <= 0:
-            raise ValueError("synthetic_stream renders an endless train split: set max_steps")
-        rows_per_step = (
-            training_args.per_device_train_batch_size
-            * training_args.gradient_accumulation_steps
-            * training_args.world_size
-        )
-        train_dataset = training_stream(
-            script_args.synthetic or {}, {**script_args.synthetic_stream, "batch_size": rows_per_step}
-        )
-        logger.info("train split: rendered on the fly (%s), %d rows per step", script_args.synthetic_stream, rows_per_step)
-    else:
+    train_dataset = embedded.train_split(script_args, training_args)  # the embedded default renders it on the fly
+    if train_dataset is None:
         train_dataset = prepare_split(data["train"], script_args.max_train_samples)
 
     run_name = training_args.run_name or Path(training_args.output_dir).name

@@ -111,7 +111,7 @@ def judge_model_dir(model: str | None, work: Path) -> Path:
     """The judge to benchmark: ``model``, or the tiny embedded model built under ``work``."""
     if model:
         return Path(model)
-    from vlm_judge.tiny_model import make_tiny_model
+    from vlm_judge.embedded.tiny_model import make_tiny_model
 
     return make_tiny_model(work / "tiny")
 

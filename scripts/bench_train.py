@@ -151,8 +151,8 @@ def run_variant(args: Args, model_dir: str, data_dir: str) -> dict:
 
 
 def prepare(args: Args, workdir: Path) -> tuple[str, str]:
-    from vlm_judge.data import generate_synthetic_dataset
-    from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
+    from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
 
     model_dir, data_dir = workdir / "tiny-model", workdir / f"synthetic-{args.image_size}"
     if not (model_dir / "config.json").is_file():
@@ -186,7 +186,7 @@ def main() -> None:
     judge, trl = results["judge"], results["trl"]
     report = {
         "setup": {
-            "model": "tiny Qwen2-VL (vlm_judge.tiny_model defaults)",
+            "model": "tiny Qwen2-VL (vlm_judge.embedded.tiny_model defaults)",
             "image_size": args.image_size,
             "batch_size": args.batch_size,
             "steps": args.steps,

@@ -1,6 +1,6 @@
 """Vision attention: transformers' per-image SDPA loop vs vlm_judge's batched call, one training step each.
 
-    python scripts/bench_vision_attention.py [--model vlm_judge/assets/tiny-base-224 --batch_size 16 --steps 12]
+    python scripts/bench_vision_attention.py [--model vlm_judge/embedded/assets/tiny-base-224 --batch_size 16 --steps 12]
 
 Loads the model twice through vlm_judge.modeling.load_model (the batched attention) and turns one copy's vision
 attention back into transformers' VisionAttention; both take the same batch of rendered synthetic rows through
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Args:
-    model: str = field(default="vlm_judge/assets/tiny-base-224", metadata={"help": "a Qwen2-VL model folder"})
+    model: str = field(default="vlm_judge/embedded/assets/tiny-base-224", metadata={"help": "a Qwen2-VL model folder"})
     batch_size: int = field(default=16)
     image_size: int = field(default=224, metadata={"help": "synthetic rows rendered at this size, never resized"})
     steps: int = field(default=12, metadata={"help": "timed steps per variant (after 2 warm-up steps)"})
@@ -36,8 +36,8 @@ class Args:
 def main(args: Args) -> dict:
     from transformers.models.qwen2_vl.modeling_qwen2_vl import VisionAttention
 
-    from vlm_judge.data.synthetic.config import SyntheticConfig
-    from vlm_judge.data.synthetic.stream import StreamCurriculum, stream_rows
+    from vlm_judge.embedded.synthetic.config import SyntheticConfig
+    from vlm_judge.embedded.synthetic.stream import StreamCurriculum, stream_rows
     from vlm_judge.modeling import load_model, load_processor
     from vlm_judge.training.collate import JudgeDataCollator
 

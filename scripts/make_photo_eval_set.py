@@ -4,7 +4,7 @@
 
 An out-of-distribution check of the judge: real photographs instead of the procedural scenes, and defects made
 by a code path of their own (albumentations transforms), not by the training renderer
-(vlm_judge/data/synthetic/) nor by the pretraining experiments' corruptions (experiments/corruptions.py). **This set never enters training**: every row
+(vlm_judge/embedded/synthetic/) nor by the pretraining experiments' corruptions (experiments/corruptions.py). **This set never enters training**: every row
 has split = test.
 
 Source photos ship inside the installed wheels (no download): scikit-image's bundled ``skimage.data`` images
@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from vlm_judge.data.synthetic.writer import prepare_output_folder
+from vlm_judge.embedded.synthetic.writer import prepare_output_folder
 
 # albumentations asks PyPI for a newer version at import time unless told not to (no network here, and a
 # data script should not phone home).

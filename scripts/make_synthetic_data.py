@@ -2,7 +2,7 @@
 
     python scripts/make_synthetic_data.py --output_dir data/synthetic [--num_prompts 64 --num_systems 4 --seed 0]
 
-All logic lives in vlm_judge.data.synthetic; this is only the command line.
+All logic lives in vlm_judge.embedded.synthetic; this is only the command line.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-from vlm_judge.data.synthetic import DEFECT_TYPES, SyntheticConfig, generate_synthetic_dataset
+from vlm_judge.embedded.synthetic import DEFECT_TYPES, SyntheticConfig, generate_synthetic_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[str, SyntheticConfig, bool]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
+from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
 
 
 @dataclass

@@ -26,8 +26,8 @@ def main() -> None:
     if missing:
         parser.error(f"{args.config} lacks {', '.join(missing)}: it is not an embedded-default recipe")
     # Imported after the argument check: vlm_judge.training pulls in TRL (seconds).
-    from vlm_judge.data import generate_synthetic_dataset
-    from vlm_judge.training import tiny_model_dir
+    from vlm_judge.embedded import tiny_model_dir
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
 
     source = recipe.get("model_name_or_path")
     if source and Path(source).is_dir() and Path(source).resolve() != Path(args.model_dir).resolve():

@@ -5,7 +5,7 @@
         --kinds noise,blur,posterize,jpeg,pixelate,displace,motion_blur,elastic,clone --steps 6000 --output_dir OUT
 
 Starts from the recipe's tiny Qwen2-VL (its `tiny_model` spec, random init), or continues an earlier stage's folder
-(`--base`), and trains the vision tower + merger on dense corruption prediction (vlm_judge.pretrain: which
+(`--base`), and trains the vision tower + merger on dense corruption prediction (vlm_judge.embedded.pretrain: which
 generic PIL corruption covers each visual token of a clean synthetic scene; no defect renderer, no assessor
 labels; the language model stays at its init). Saves a model folder that loads through from_pretrained like any
 Qwen2-VL, with `tiny_model_spec.json` (the architecture the recipe checks) and `pretraining.json` (this stage's
@@ -56,10 +56,10 @@ def main() -> None:
 
     import torch
 
+    from vlm_judge.embedded import tiny_model_dir
+    from vlm_judge.embedded.pretrain import FIRST_KINDS, check_kinds, pretrain_vision_tower
     from vlm_judge.images import file_sha256
     from vlm_judge.modeling import load_model, load_processor
-    from vlm_judge.pretrain import FIRST_KINDS, check_kinds, pretrain_vision_tower
-    from vlm_judge.training import tiny_model_dir
 
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or FIRST_KINDS
     try:
@@ -81,7 +81,7 @@ def main() -> None:
 
     what = (
         f"tiny Qwen2-VL, vision tower + merger pretrained on dense generic-corruption prediction ({', '.join(kinds)};"
-        " vlm_judge.pretrain), language model at its random init; no defect renderer, no assessor labels"
+        " vlm_judge.embedded.pretrain), language model at its random init; no defect renderer, no assessor labels"
     )
     started = time.time()
 

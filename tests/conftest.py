@@ -46,7 +46,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from vlm_judge.tiny_model import make_tiny_model
+    from vlm_judge.embedded.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-qwen2-vl"))
 

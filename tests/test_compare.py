@@ -24,7 +24,7 @@ PROMPTS = ROOT / "prompts"
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from vlm_judge.data import generate_synthetic_dataset
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synthetic") / "data"
     generate_synthetic_dataset(out, num_prompts=20, num_systems=3, image_size=96, seed=3)

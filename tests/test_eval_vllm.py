@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from vlm_judge.data import generate_synthetic_dataset
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synthetic-vllm") / "data"
     # 12 prompts x 2 systems at 112 px: 8x8 patches -> 16 visual tokens, seconds per pass on CPU.

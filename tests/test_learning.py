@@ -71,7 +71,7 @@ def _run_recipe(tmp_path: Path, side: int, **fields) -> tuple[dict, float]:
 
 @pytest.mark.slow
 def test_tiny_judge_learns_image_conditioned_answers(tiny_model_dir, tmp_path):
-    from vlm_judge.data import generate_synthetic_dataset
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
 
     data = tmp_path / "pairs"
     table = generate_synthetic_dataset(

@@ -20,7 +20,7 @@ VERBALIZED = Path(__file__).resolve().parent.parent / "prompts" / "defect_judge_
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from vlm_judge.data import generate_synthetic_dataset
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synthetic") / "data"
     generate_synthetic_dataset(out, num_prompts=8, num_systems=2, image_size=112, seed=5)

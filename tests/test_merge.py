@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from vlm_judge.data import generate_synthetic_dataset
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("merge-images")
     table = generate_synthetic_dataset(root, num_prompts=3, num_systems=2, image_size=SIDE, seed=3)

@@ -1,4 +1,4 @@
-"""The tiny base's label-free vision pretraining (vlm_judge.pretrain) and the committed base the CPU recipe uses."""
+"""The tiny base's label-free vision pretraining (vlm_judge.embedded.pretrain) and the committed base the CPU recipe uses."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import pytest
 import torch
 import yaml
 
-from vlm_judge.images import file_sha256
-from vlm_judge.modeling import load_model, load_processor
-from vlm_judge.pretrain import (
+from vlm_judge.embedded.pretrain import (
     CLASSES,
     CORRUPTIONS,
     corrupt_regions,
     pretrain_vision_tower,
 )
-from vlm_judge.pretrain.vision import _cell_targets
-from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
+from vlm_judge.embedded.pretrain.vision import _cell_targets
+from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
+from vlm_judge.images import file_sha256
+from vlm_judge.modeling import load_model, load_processor
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE = 112  # 4 x 4 merged tokens: the smallest size that keeps every corruption region inside cells
@@ -97,7 +97,7 @@ def test_pretraining_refuses_an_image_size_the_processor_would_resize(small_mode
 
 
 def test_the_recipe_base_is_the_committed_pretrained_tiny_model(tmp_path):
-    from vlm_judge.training import tiny_model_dir
+    from vlm_judge.embedded import tiny_model_dir
 
     recipe = yaml.safe_load((REPO / "recipes/tiny-cpu.yaml").read_text())
     base = REPO / recipe["model_name_or_path"]

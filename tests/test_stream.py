@@ -10,8 +10,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from vlm_judge.data.synthetic import SyntheticConfig
-from vlm_judge.data.synthetic.stream import StreamCurriculum, stream_rows, training_stream
+from vlm_judge.embedded.synthetic import SyntheticConfig
+from vlm_judge.embedded.synthetic.stream import StreamCurriculum, stream_rows, training_stream
 
 SIZE = 96
 
@@ -99,7 +99,7 @@ def test_fan_in_init_scales_with_width(tmp_path):
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
-    from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
+    from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
 
     plain = Qwen2VLForConditionalGeneration.from_pretrained(make_tiny_model(tmp_path / "plain"))
     scaled = Qwen2VLForConditionalGeneration.from_pretrained(
@@ -115,8 +115,8 @@ def test_fan_in_init_scales_with_width(tmp_path):
 
 
 def test_a_model_built_before_a_spec_field_existed_is_reused(tmp_path):
-    from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
-    from vlm_judge.training.model_setup import tiny_model_dir
+    from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
+    from vlm_judge.embedded import tiny_model_dir
 
     folder = make_tiny_model(tmp_path / "old")
     spec_file = folder / "tiny_model_spec.json"

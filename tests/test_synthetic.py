@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from vlm_judge.data import load_assessor_logs, load_judge_dataset
-from vlm_judge.data.synthetic import (
+from vlm_judge.embedded.synthetic import (
     DEFECT_TYPES,
     DEFECTS,
     DETECTION,
@@ -25,7 +25,7 @@ from vlm_judge.data.synthetic import (
     make_scene,
     render_generation,
 )
-from vlm_judge.data.synthetic.defects import DefectType, ImageDefect
+from vlm_judge.embedded.synthetic.defects import DefectType, ImageDefect
 from vlm_judge.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent

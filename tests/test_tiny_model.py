@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vlm_judge.embedded.tiny_model import CHAT_TEMPLATE_FILE
 from vlm_judge.modeling import (
     NATIVE_1024_MAX_PIXELS,
     build_judge_inputs,
@@ -17,7 +18,6 @@ from vlm_judge.modeling import (
     use_matmul_patch_embedding,
     visual_tokens,
 )
-from vlm_judge.tiny_model import CHAT_TEMPLATE_FILE
 
 
 def _image(size=1024, seed=0):

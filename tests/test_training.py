@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
-    from vlm_judge.data import generate_synthetic_dataset
+    from vlm_judge.embedded.synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synthetic-112")
     generate_synthetic_dataset(root, num_prompts=20, num_systems=2, image_size=SIDE, seed=1)

@@ -1,5 +1,5 @@
 """Assessor-log data: the canonical format (see ``format.py``), the quality guard, prompt-grouped splits,
-the Hugging Face dataset view and the synthetic generator (the embedded default dataset).
+and the Hugging Face dataset view (the embedded default's synthetic logs: vlm_judge.embedded.synthetic).
 
     from vlm_judge.data import load_assessor_logs, load_generations, load_judge_dataset
     frame, report = load_assessor_logs("data/synthetic")      # pandas, kept rows + GuardReport
@@ -31,23 +31,19 @@ from .format import (
 )
 from .guard import ExcludedRow, GuardReport, NotedRow, guard_table
 from .splits import split_by_prompt, validate_splits
-from .synthetic import DEFECT_TYPES, SyntheticConfig, generate_synthetic_dataset
 
 if TYPE_CHECKING:
     import datasets
 
 __all__ = [
     "DATASET_COLUMNS",
-    "DEFECT_TYPES",
     "SPLITS",
-    "SyntheticConfig",
     "DataFormatError",
     "ExcludedRow",
     "GuardReport",
     "NotedRow",
     "dataset_fingerprint",
     "find_label_table",
-    "generate_synthetic_dataset",
     "load_assessor_logs",
     "load_generations",
     "load_judge_dataset",

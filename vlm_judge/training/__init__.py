@@ -12,7 +12,7 @@ from .collate import (
 )
 from .evaluation import EVAL_TRUTH, JudgeMetrics, defect_types_of, eval_history
 from .metadata import TRAINING_FILE, read_training_metadata, training_metadata
-from .model_setup import build_model, lora_target_regex, peft_config_for, set_trainable_parts, tiny_model_dir
+from .model_setup import build_model, lora_target_regex, peft_config_for, set_trainable_parts
 from .tracking import mlflow_run
 from .trainer import JudgeSFTTrainer, answer_loss_terms
 
@@ -36,7 +36,6 @@ __all__ = [
     "prepare_split",
     "read_training_metadata",
     "set_trainable_parts",
-    "tiny_model_dir",
     "training_chat_template",
     "training_metadata",
 ]

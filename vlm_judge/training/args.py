@@ -45,7 +45,7 @@ class JudgeScriptArguments:
         default=None,
         metadata={
             "help": "StreamCurriculum fields (JSON on the CLI; {} for the defaults). When set, the train split is "
-            "rendered on the fly from the `synthetic` settings (vlm_judge.data.synthetic.stream: every image new, "
+            "rendered on the fly from the `synthetic` settings (vlm_judge.embedded.synthetic.stream: every image new, "
             "clean/defective twins, types joining one at a time, defect areas shrinking); dataset_dir's own train "
             "split is not used, its validation and test splits are. Needs max_steps."
         },

@@ -1,4 +1,4 @@
-"""The model side of a recipe: base model (tiny default built on demand), quantization, which parts train.
+"""The model side of a recipe: base model, quantization, which parts train.
 
 Qwen2-VL's parts, by parameter name in transformers 5:
 
@@ -15,12 +15,8 @@ fully trained (modules_to_save) when train_merger. QLoRA keeps the vision tower 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
-from dataclasses import asdict, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,41 +40,6 @@ def part_of(name: str) -> str:
     if VISION_PREFIX in name:
         return "vision_tower"
     return "language_model"
-
-
-# ---------------------------------------------------------------------------------------------- tiny model
-
-
-def tiny_model_dir(spec_fields: dict[str, Any], path: str | None = None) -> Path:
-    """Build the tiny random-init Qwen2-VL (vlm_judge.tiny_model) unless `path` already holds the same spec.
-
-    Without a path it goes to models/tiny-qwen2-vl-<hash of the spec>, so a changed spec never reuses a stale
-    model. An existing folder with a different spec is an error (a trained model may be built on it)."""
-    from vlm_judge.tiny_model import TinyModelSpec, make_tiny_model
-
-    known = {f.name for f in fields(TinyModelSpec)}
-    unknown = sorted(set(spec_fields) - known)
-    if unknown:
-        raise ValueError(f"tiny_model has unknown fields {unknown}; TinyModelSpec fields: {sorted(known)}")
-    spec = TinyModelSpec(**spec_fields)
-    wanted = asdict(spec)
-    if path is None:
-        digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:10]
-        path = f"models/tiny-qwen2-vl-{digest}"
-    folder = Path(path)
-    spec_file = folder / "tiny_model_spec.json"
-    if (folder / "config.json").is_file():
-        found = json.loads(spec_file.read_text()) if spec_file.is_file() else None
-        if found is not None:  # a field added since that model was built has its default there
-            found = {**asdict(TinyModelSpec()), **found}
-        if found != wanted:
-            raise ValueError(
-                f"{folder} holds a different model (spec {found}) than the recipe's tiny_model {wanted}; "
-                "delete it or leave model_name_or_path out to get a folder named by the spec"
-            )
-        return folder
-    logger.info("building the tiny Qwen2-VL in %s: %s", folder, wanted)
-    return make_tiny_model(folder, spec)
 
 
 # ---------------------------------------------------------------------------------------------- loading

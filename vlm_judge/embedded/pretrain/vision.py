@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlm_judge.data.synthetic import make_scene, render_scene
+from vlm_judge.embedded.synthetic import make_scene, render_scene
 
 from .corruptions import CLASSES, FIRST_KINDS, corrupt_regions
 

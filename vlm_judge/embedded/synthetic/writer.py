@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..splits import split_by_prompt
+from vlm_judge.data.splits import split_by_prompt
+
 from .assessors import _rng, assessor_votes, plan_defects
 from .config import SyntheticConfig
 from .defects import applicable_defects, render_generation
 from .scene import Scene, make_scene
 
-GENERATOR = "vlm_judge.data.synthetic"
+GENERATOR = "vlm_judge.embedded.synthetic"
 GENERATOR_VERSION = "1"
 # A prompt whose scene can show none of the allowed defect types is drawn again (only when one of its images
 # must carry a defect); this many draws without one mean the allowed types fit (almost) no scene.

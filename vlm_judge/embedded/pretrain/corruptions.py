@@ -2,7 +2,7 @@
 blur, elastic fields, copy-move, streaks, quantised ramps, row tears) for the tiny base model's label-free vision
 pretraining.
 
-This is deliberately a different code path from the synthetic defect renderer (vlm_judge.data.synthetic): plain
+This is deliberately a different code path from the synthetic defect renderer (vlm_judge.embedded.synthetic): plain
 PIL filters on a masked region of a clean picture, no scene knowledge, no assessor labels. It gives the tiny
 vision tower the low-level vision a real pretrained encoder brings (what noise, blur or compression looks like),
 with a dense per-token target: which corruption covers each visual token.
