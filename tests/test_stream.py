@@ -115,8 +115,8 @@ def test_fan_in_init_scales_with_width(tmp_path):
 
 
 def test_a_model_built_before_a_spec_field_existed_is_reused(tmp_path):
-    from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
     from vlm_judge.embedded import tiny_model_dir
+    from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
 
     folder = make_tiny_model(tmp_path / "old")
     spec_file = folder / "tiny_model_spec.json"
