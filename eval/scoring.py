@@ -64,42 +64,29 @@ def score_judge(
         todo = [i for i, key in enumerate(keys) if not cache.done(key, retry_failed=retry_errors)]
         cached_before = len(keys) - len(todo)
         if todo:
-            from vlm_judge.judges import EndpointError, make_judge, probe
+            from vlm_judge.judges import EndpointError
+            from vlm_judge.score import score_pending
 
-            try:
-                if check:
-                    probe(judge)
-            except EndpointError as exc:
-                return None, f"skipped: {exc}"
-            try:
-                client = make_judge(judge)
-            except Exception as exc:  # the client's own argument checks, a model that does not load
-                return None, f"skipped: cannot create the client ({type(exc).__name__}: {exc})"
-            cache.discard(keys[i] for i in todo)  # retried failures: their new record replaces the old one
-            paths = [images["image_path"].iloc[i] for i in todo]
-            names = [images["image"].iloc[i] for i in todo]
             bar = tqdm(
                 total=len(keys), initial=cached_before, desc=judge.name, unit="img", disable=not progress
             )
+            pending = [(keys[i], images["image_path"].iloc[i], images["image"].iloc[i]) for i in todo]
+            shas = {keys[i]: images["sha256"].iloc[i] for i in todo}
 
-            def on_result(index: int, result: Any) -> None:
-                row = todo[index]
-                cache.append(
-                    keys[row], _record(result, names[index], images["sha256"].iloc[row], judge, judge_hash)
-                )
-                bar.update(1)
+            def record(key: str, result: Any) -> dict[str, Any]:
+                return _record(result, result.image, shas[key], judge, judge_hash)
 
             try:
-                client.score_batch(paths, names, on_result=on_result, progress=False)
+                score_pending(judge, cache, pending, record, check=check, on_result=lambda _: bar.update(1))
+            except EndpointError as exc:
+                return None, f"skipped: {exc}"
             except Exception as exc:
-                # The client returns errors per item; anything escaping it ends this judge, not the run.
-                reason = f"failed mid-run ({type(exc).__name__}: {exc}); finished items are cached, rerun to resume"
+                # The client returns errors per item; anything escaping it (its own argument checks, a model that
+                # does not load, a failing store) ends this judge, not the run.
+                reason = f"failed ({type(exc).__name__}: {exc}); finished items are cached, rerun to resume"
                 return None, reason
             finally:
                 bar.close()
-                close = getattr(client, "close", None)
-                if callable(close):
-                    close()
         queried = set(todo)
         rows = []
         for i, key in enumerate(keys):

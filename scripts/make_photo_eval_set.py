@@ -357,10 +357,10 @@ def _write_meta(out: Path, table: pd.DataFrame, **args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", "--output-dir", required=True)
+    p.add_argument("--output-dir", "--output_dir", required=True)
     p.add_argument("--size", type=int, default=224, help="side of the square output images (px)")
     p.add_argument(
-        "--per_photo", "--per-photo", type=int, default=14, help="crops (clean/defect pairs) per photo"
+        "--per-photo", "--per_photo", type=int, default=14, help="crops (clean/defect pairs) per photo"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--photos", nargs="+", choices=sorted(PHOTOS), default=None, help="default: all")

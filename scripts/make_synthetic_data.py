@@ -18,21 +18,21 @@ from vlm_judge.embedded.synthetic import DEFECT_TYPES, SyntheticConfig, generate
 def parse_args(argv: list[str] | None = None) -> tuple[str, SyntheticConfig, bool]:
     d = SyntheticConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", "--output-dir", required=True)
-    p.add_argument("--num_prompts", "--num-prompts", type=int, default=d.num_prompts)
-    p.add_argument("--num_systems", "--num-systems", type=int, default=d.num_systems)
+    p.add_argument("--output-dir", "--output_dir", required=True)
+    p.add_argument("--num-prompts", "--num_prompts", type=int, default=d.num_prompts)
+    p.add_argument("--num-systems", "--num_systems", type=int, default=d.num_systems)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument(
-        "--image_size",
         "--image-size",
+        "--image_size",
         type=int,
         default=d.image_size,
         help="side of the rendered PNGs; images are rendered at this size, never resized",
     )
     p.add_argument("--votes", type=int, default=d.votes, help="simulated assessors per image")
     p.add_argument(
-        "--defect_rates",
         "--defect-rates",
+        "--defect_rates",
         type=float,
         nargs=2,
         default=d.defect_rates,
@@ -40,19 +40,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, SyntheticConfig, boo
         help="defect rate of the first and the last system",
     )
     p.add_argument(
-        "--defect_area",
         "--defect-area",
+        "--defect_area",
         type=float,
         nargs=2,
         default=d.defect_area,
         metavar=("LOW", "HIGH"),
         help="defect region side as a fraction of the image side",
     )
-    p.add_argument("--defect_strength", "--defect-strength", type=float, default=d.defect_strength)
+    p.add_argument("--defect-strength", "--defect_strength", type=float, default=d.defect_strength)
     p.add_argument(
-        "--defect_types", "--defect-types", nargs="+", choices=DEFECT_TYPES, default=d.defect_types
+        "--defect-types", "--defect_types", nargs="+", choices=DEFECT_TYPES, default=d.defect_types
     )
-    p.add_argument("--false_alarm", "--false-alarm", type=float, default=d.false_alarm)
+    p.add_argument("--false-alarm", "--false_alarm", type=float, default=d.false_alarm)
     p.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty folder not made by this script"
     )

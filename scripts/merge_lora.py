@@ -11,11 +11,12 @@ fingerprint, prompt version, eval metrics).
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from vlm_judge.merge import merge_judge
+from vlm_judge.merge import MergeError, merge_judge
 
 
 @dataclass
@@ -26,12 +27,17 @@ class Args:
     dtype: str | None = field(default=None, metadata={"help": "dtype of the merged weights (default: training dtype)"})
 
 
-def main() -> None:
+def main() -> int:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     (args,) = HfArgumentParser(Args).parse_args_into_dataclasses()
-    path = merge_judge(args.adapter, args.output_dir, base_model=args.base_model, dtype=args.dtype)
+    try:
+        path = merge_judge(args.adapter, args.output_dir, base_model=args.base_model, dtype=args.dtype)
+    except MergeError as exc:
+        print(f"merge_lora: error: {exc}", file=sys.stderr)
+        return 2
     print(f"merged judge saved to {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,7 +19,7 @@ import yaml
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="recipe YAML with tiny_model, synthetic and dataset_dir")
-    parser.add_argument("--model_dir", required=True, help="where the tiny base model goes")
+    parser.add_argument("--model-dir", "--model_dir", required=True, help="where the tiny base model goes")
     args = parser.parse_args()
     recipe = yaml.safe_load(Path(args.config).read_text())
     missing = [key for key in ("tiny_model", "synthetic", "dataset_dir") if key not in recipe]

@@ -22,13 +22,15 @@ import csv
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vlm_judge.results import ResultStore, ResultStoreError, succeeded
 
 if TYPE_CHECKING:
     from vlm_judge.judges import JudgeSpec
+    from vlm_judge.judges.answers import JudgeResult
 
 COLUMNS = ["image", "p_defect", "latency_ms", "error", "method"]  # method: how p_defect was read (answers.METHODS)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -75,6 +77,12 @@ def list_inputs(source: str | Path, image_column: str = "image") -> list[tuple[s
     if not seen:
         raise ScoreError(f"--input {source}: the {image_column!r} column is empty")
     return list(seen.items())
+
+
+def prediction_row(_key: str, result: JudgeResult) -> dict[str, Any]:
+    """One predictions-CSV row (COLUMNS) of a result."""
+    latency = None if result.latency_ms is None else f"{result.latency_ms:.1f}"
+    return {"p_defect": result.p_defect, "latency_ms": latency, "error": result.error, "method": result.method}
 
 
 def open_store(output: Path) -> ResultStore:
@@ -150,9 +158,46 @@ def judge_spec(args: argparse.Namespace) -> JudgeSpec:
         raise ScoreError(str(exc)) from None
 
 
+def score_pending(
+    spec: JudgeSpec,
+    store: ResultStore,
+    pending: Sequence[tuple[str, Any, str]],
+    record: Callable[[str, JudgeResult], dict[str, Any]],
+    *,
+    check: bool = True,
+    progress: bool = False,
+    on_result: Callable[[JudgeResult], None] | None = None,
+) -> list[JudgeResult]:
+    """The resumable scorer (this command's and the eval harness's cache): score the `pending` (key, image, name)
+    items with the judge `spec` describes, appending `record(key, result)` to `store` under the item's key as each one
+    lands (a kill loses only the items in flight; their old records are dropped first, so the store again holds
+    one record per key). With `check`, the endpoint is probed first: EndpointError / ModelNotServedError name an
+    unreachable server or an unknown model once, instead of one identical error per item."""
+    from vlm_judge.judges import make_judge, probe
+
+    if not pending:
+        return []
+    if check:
+        probe(spec, timeout=min(spec.timeout, 30.0))
+    judge = make_judge(spec)
+    store.discard(key for key, _, _ in pending)
+
+    def land(index: int, result: JudgeResult) -> None:
+        key = pending[index][0]
+        store.append(key, record(key, result))
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        return judge.score_batch(
+            [image for _, image, _ in pending], [name for _, _, name in pending], on_result=land, progress=progress
+        )
+    finally:
+        judge.close()
+
+
 def run(args: argparse.Namespace) -> int:
-    from vlm_judge.client import JudgeResult
-    from vlm_judge.judges import EndpointError, ModelNotServedError, make_judge, probe
+    from vlm_judge.judges import EndpointError, ModelNotServedError
     from vlm_judge.protocol import ProtocolError
 
     spec = judge_spec(args)
@@ -167,35 +212,27 @@ def run(args: argparse.Namespace) -> int:
     )
     if not todo:
         return 0
-    # Fail fast, with the reason, on an unreachable server or an unknown model (instead of N identical errors).
-    try:
-        probe(spec, timeout=min(args.timeout, 30.0))
-        client = make_judge(spec)
-    except ModelNotServedError as exc:
-        raise ScoreError(str(exc)) from None
-    except (EndpointError, ProtocolError) as exc:
-        print(f"vlm_judge.score: error: {exc}", file=sys.stderr)
-        return 1
-
     failures: Counter[str] = Counter()
 
-    def write(_index: int, result: JudgeResult) -> None:
-        latency = None if result.latency_ms is None else f"{result.latency_ms:.1f}"
-        store.append(
-            result.image,
-            {"p_defect": result.p_defect, "latency_ms": latency, "error": result.error, "method": result.method},
-        )
+    def count(result: JudgeResult) -> None:
         if result.error:
             failures[result.error_kind or "Error"] += 1
 
-    with store, client:
+    with store:
         try:
-            client.score_batch(
-                [path for _, path in todo],
-                [name for name, _ in todo],
-                on_result=write,
+            score_pending(
+                spec,
+                store,
+                [(name, path, name) for name, path in todo],
+                prediction_row,
                 progress=not args.no_progress,
+                on_result=count,
             )
+        except ModelNotServedError as exc:
+            raise ScoreError(str(exc)) from None
+        except (EndpointError, ProtocolError) as exc:  # unreachable, or the client's own checks
+            print(f"vlm_judge.score: error: {exc}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print(
                 f"\nvlm_judge.score: interrupted; rerun the same command to resume ({output})",

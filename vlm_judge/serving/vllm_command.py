@@ -102,10 +102,9 @@ def cpu_reserved_cores(requested: int | None, env: dict[str, str]) -> int | None
     """How many cores vLLM's CPU worker keeps free of its OpenMP threads; None: leave vLLM's choice.
 
     vLLM binds the forward pass to every core but one, which it keeps for the API server. On a machine with few
-    cores that costs the forward pass a large share for a process that mostly waits: on 2 cores, 0 reserved
-    cores cut the mean latency at concurrency 1 from 498 to 333 ms and raised throughput at concurrency 4 from
-    2.36 to 3.12 img/s (scripts/bench_serving.py --sweep, README). An explicit request, then the user's own
-    environment, win over that default."""
+    cores that costs the forward pass a large share for a process that mostly waits, so small machines give the
+    engine every core (scripts/bench_serving.py --sweep measures it; docs/benchmarks.md). An explicit request, then
+    the user's own environment, win over that default."""
     if requested is not None:
         if requested < 0:
             raise ServeError(f"--cpu-reserved-cores must be >= 0, got {requested}")

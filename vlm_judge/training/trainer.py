@@ -21,9 +21,8 @@ Optionally (pair_loss_weight > 0), a pairwise term over the images of one prompt
 the Bradley-Terry loss of reward models and of an SbS verdict: -log sigmoid(z_a - z_b), z = log(p / (1 - p)), a
 the row with the higher target, averaged over such pairs and added with that weight (to the training and the
 evaluation loss). Two renderings of one scene differ in little but the defect, so the term's gradient is the
-defect's; it speeds learning, and makes the raw probabilities more extreme, i.e. less calibrated (ECE 0.069 ->
-0.119 in the embedded default's main job, LOG runs 65-71; the temperature recipes/sft.py folds in after training
-takes it to 0.065, vlm_judge.calibration).
+defect's; it speeds learning, and makes the raw probabilities more extreme, i.e. less calibrated, which the
+temperature recipes/sft.py folds in after training takes back (vlm_judge.calibration).
 
 Evaluation reuses that forward pass (vlm_judge/training/evaluation.py): prediction_step returns each row's
 answer-position logits, answer_scores (preprocess_logits_for_metrics) reduces them to p_defect by the protocol's

@@ -6,11 +6,11 @@ the defect is the only difference between the two, so the pair's gradient is abo
 the two rows come one after the other, so a batch of an even size holds whole pairs. Labels come from the same
 assessor simulation as the logs on disk (``config.votes`` votes, per-type detection, ``config.false_alarm``).
 
-A curriculum, measured to be what lets the tiny judge learn more than one type (experiments/LOG.md,
-runs 26-28): the defect types join one at a time in the order of ``types``, every ``add_every`` steps, and the
-ones already in stay in the mix (switching from one type to all of them at once wipes out what was learned);
-the defect region's side shrinks linearly from ``area_start`` to ``config.defect_area`` over ``area_ramp_steps``
-steps. Images are rendered at ``config.image_size``, never resized.
+An optional curriculum (off by default; the recipe trains on every type at the logs' sizes from step 0): the
+defect types join one at a time in the order of ``types``, every ``add_every`` steps, and the ones already in stay
+in the mix; the defect region's side shrinks linearly from ``area_start`` to ``config.defect_area`` over
+``area_ramp_steps`` steps. It exists for a vision tower trained from scratch, which learns salient defects first.
+Images are rendered at ``config.image_size``, never resized.
 
 Scenes are drawn from streams keyed by (``config.seed``, STREAM_PURPOSE, index[, ``stream_seed``]), disjoint
 from the ones generate_synthetic_dataset uses (purposes 0-4), so the stream never repeats a prompt of the logs on
@@ -43,9 +43,9 @@ class StreamCurriculum:
         "smear",
         "seam",
     )
-    add_every: int = 400  # steps between two types joining (0: all types from the start)
+    add_every: int = 0  # steps between two types joining (0: all types from the start)
     area_start: tuple[float, float] = (0.7, 0.9)  # defect region side at step 0, as a fraction of the image side
-    area_ramp_steps: int = 2800  # steps over which the side shrinks to the config's defect_area
+    area_ramp_steps: int = 0  # steps over which the side shrinks to the config's defect_area (0: no ramp)
     batch_size: int = 16  # rows per optimizer step (maps a row index to its step)
     stream_seed: int = 0  # another value draws another training stream (same generator, same on-disk logs)
     # Relative draw weight per defect type among those a scene can show (missing types weigh 1; None: uniform,
