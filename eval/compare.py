@@ -32,8 +32,8 @@ import pandas as pd
 
 from vlm_judge import metrics as M
 from vlm_judge.judges import JudgeSpec, JudgeSpecError, JudgeUnavailable
+from vlm_judge.metrics.confidence import evaluate_scores
 
-from .metrics import evaluate_scores
 from .report import definitions, write_report
 from .sbs_stats import ALPHA, CORRECTIONS, SbsError, sbs_report
 from .scoring import score_judge

@@ -1,4 +1,4 @@
-"""vlm_judge.metrics against scikit-learn on fixed data (with ties, imbalance and edge cases); eval.metrics's
+"""vlm_judge.metrics against scikit-learn on fixed data (with ties, imbalance and edge cases); vlm_judge.metrics.confidence's
 bootstrap CIs."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from eval import metrics as E
 from vlm_judge import metrics as M
+from vlm_judge.metrics import confidence as E
 
 
 def _data(n: int, seed: int, *, rounding: int | None = 2, positive_rate: float = 0.4):

@@ -1,7 +1,7 @@
-"""The eval harness's statistics over vlm_judge.metrics: bootstrap CIs and the per-judge quality block.
+"""Confidence intervals over the judge's metrics: bootstrap CIs and the per-judge quality block of a report.
 
-The metrics themselves and their conventions (thresholds, PR-AUC, ECE bins, RMSE) live in vlm_judge/metrics.py,
-shared with training. Here:
+The metrics themselves and their conventions (thresholds, PR-AUC, ECE bins, RMSE) are vlm_judge.metrics, shared
+with training; eval.compare reports what this module computes. Here:
 
 - 95 % CIs: percentile bootstrap over *prompts* when groups are given (images of one prompt share a scene, so
   resampling single images would understate the variance), else over items. The threshold is held fixed.
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vlm_judge.metrics import (
+from vlm_judge.metrics.core import (
     MetricsError,
     as_arrays,
     average_precision,
