@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from eval import compare
-from vlm_judge.judges import EndpointError, JudgeSpec, JudgeSpecError, LocalJudge, make_judge, probe
+from vlm_judge.client import make_judge
+from vlm_judge.judges import EndpointError, JudgeSpec, JudgeSpecError, LocalJudge, probe
 from vlm_judge.modeling import load_model, load_processor, score_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -173,7 +173,8 @@ def score_pending(
     lands (a kill loses only the items in flight; their old records are dropped first, so the store again holds
     one record per key). With `check`, the endpoint is probed first: EndpointError / ModelNotServedError name an
     unreachable server or an unknown model once, instead of one identical error per item."""
-    from vlm_judge.judges import make_judge, probe
+    from vlm_judge.client import make_judge
+    from vlm_judge.judges import probe
 
     if not pending:
         return []

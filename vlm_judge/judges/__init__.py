@@ -1,8 +1,8 @@
 """How a judge is described and reached: `JudgeSpec` (the baselines/*.yaml schema and the client's settings),
-`probe(spec)` and `make_judge(spec)`, the backend that scores with a spec: the OpenAI-compatible client
-(vlm_judge.client.JudgeClient) or, for `base_url: local`, the in-process LocalJudge."""
+`probe(spec)`, the answers' parsing and the in-process LocalJudge (vlm_judge.client.make_judge(spec) picks the
+backend: the OpenAI-compatible client, or LocalJudge for `base_url: local`)."""
 
-from vlm_judge.judges.backends import Judge, LocalJudge, make_judge
+from vlm_judge.judges.backends import Judge, LocalJudge
 from vlm_judge.judges.endpoint import (
     EndpointError,
     ModelNotServedError,
@@ -24,7 +24,6 @@ __all__ = [
     "ModelNotServedError",
     "fetch_answer_token_id_groups",
     "fetch_answer_token_ids",
-    "make_judge",
     "probe",
     "server_root",
 ]

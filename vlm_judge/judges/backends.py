@@ -1,7 +1,7 @@
-"""The judge backends behind one shape (`Judge`): the OpenAI-compatible client (vlm_judge.client.JudgeClient) and
-the in-process HF judge (`LocalJudge`). `make_judge(spec)` picks one by the spec: `base_url: local` with `model` a
-checkpoint folder (a full model, a merged judge, a training checkpoint) scores in this process, without a server;
-anything else is a server.
+"""The judge backends' one shape (`Judge`), which the OpenAI-compatible client (vlm_judge.client.JudgeClient) and
+the in-process HF judge (`LocalJudge`) share; vlm_judge.client.make_judge(spec) picks one: `base_url: local` with
+`model` a checkpoint folder (a full model, a merged judge, a training checkpoint) scores in this process, without
+a server; anything else is a server.
 
 LocalJudge reads p_defect with modeling.score_images (the reference scorer: the protocol's Yes/No rule over the
 full answer-token distribution, so it equals what `exact_answer_logprobs` asks a vLLM server for). Its results are
@@ -41,15 +41,6 @@ class Judge(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def make_judge(spec: JudgeSpec, **kwargs: Any) -> Judge:
-    """The backend a (resolved) spec describes: LocalJudge for `base_url: local`, else JudgeClient."""
-    if spec.is_local:
-        return LocalJudge(spec, **kwargs)
-    from vlm_judge.client import JudgeClient
-
-    return JudgeClient.from_spec(spec, **kwargs)
 
 
 class LocalJudge:
