@@ -25,6 +25,23 @@ from vlm_judge.modeling import build_judge_inputs, load_model, load_processor
 from vlm_judge.protocol import answer_token_ids, load_prompt
 
 
+def answer_log_odds(model, px: torch.Tensor, encoded: tuple, yes: list[int], no: list[int]) -> torch.Tensor:
+    """log P(Yes) / P(No) at the answer position for a batch of patchified images sharing one encoded prompt
+    (the ids, attention mask, mm token types and grid that encode() returns)."""
+    ids, mask, mm, grid = encoded
+    b = px.shape[0]
+    out = model(
+        input_ids=ids.expand(b, -1),
+        attention_mask=mask.expand(b, -1),
+        mm_token_type_ids=mm.expand(b, -1),
+        pixel_values=px.reshape(-1, px.shape[-1]).float(),
+        image_grid_thw=grid.expand(b, -1),
+        logits_to_keep=1,
+    )
+    logits = out.logits[:, -1, :].float()
+    return torch.logsumexp(logits[:, yes], -1) - torch.logsumexp(logits[:, no], -1)
+
+
 def encode(processor, prompt, paths: list[str]):
     chunks, grid = [], None
     for start in range(0, len(paths), 64):
@@ -207,17 +224,7 @@ def main() -> None:
     pair_groups = [g for g in group_list if 0 < float(y_tr[g].sum()) < len(g)]
 
     def forward(px: torch.Tensor) -> torch.Tensor:
-        b = px.shape[0]
-        out = model(
-            input_ids=ids.expand(b, -1),
-            attention_mask=mask.expand(b, -1),
-            mm_token_type_ids=mm.expand(b, -1),
-            pixel_values=px.reshape(-1, px.shape[-1]).float(),
-            image_grid_thw=grid.expand(b, -1),
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1, :].float()
-        return torch.logsumexp(logits[:, yes], -1) - torch.logsumexp(logits[:, no], -1)
+        return answer_log_odds(model, px, (ids, mask, mm, grid), yes, no)
 
     def evaluate(step: int) -> None:
         model.eval()

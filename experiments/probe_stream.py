@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from probe_learning import encode
+from probe_learning import answer_log_odds, encode
 from render_whiten import init_weights
 
 from vlm_judge.embedded.synthetic import DEFECT_TYPES, applicable_defects, make_scene, render_generation
@@ -71,17 +71,7 @@ rng = np.random.default_rng(1000)
 
 
 def fwd(px):
-    b = px.shape[0]
-    out = model(
-        input_ids=ids.expand(b, -1),
-        attention_mask=mask.expand(b, -1),
-        mm_token_type_ids=mm.expand(b, -1),
-        pixel_values=px.reshape(-1, px.shape[-1]).float(),
-        image_grid_thw=grid.expand(b, -1),
-        logits_to_keep=1,
-    )
-    lg = out.logits[:, -1].float()
-    return torch.logsumexp(lg[:, yes], -1) - torch.logsumexp(lg[:, no], -1)
+    return answer_log_odds(model, px, (ids, mask, mm, grid), yes, no)
 
 
 def area_at(step):

@@ -320,11 +320,16 @@ def main(argv: list[str] | None = None) -> int:
         "zero_failures_ge_200_at_16": bool(c16) and c16["requests"] >= 200 and c16["failures"] == 0,
     }
     shutil.rmtree(work, ignore_errors=True)
+    print_report(report, args.output)
+    return 0
+
+
+def print_report(report: dict, output: str | None) -> None:
+    """The benchmark's one JSON object on stdout, and in `output` when given."""
     text = json.dumps(report, indent=2)
     print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    return 0
+    if output:
+        Path(output).write_text(text + "\n")
 
 
 if __name__ == "__main__":

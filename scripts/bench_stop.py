@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import sys
@@ -33,7 +33,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench_serving import judge_model_dir  # noqa: E402 (scripts/ is on the path when run as a script)
+from bench_serving import judge_model_dir, print_report  # noqa: E402 (scripts/ is on the path when run as a script)
 
 
 def log(message: str) -> None:
@@ -191,14 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             "cycles_with_vllm_left": sum(c["vllm_group_left"] for c in cycles),
         },
     }
-    with contextlib.suppress(OSError):
-        import shutil
-
-        shutil.rmtree(work)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    print_report(report, args.output)
     return 0
 
 

@@ -249,6 +249,15 @@ class FakeOpenAIServer:
         process.wait()
         self.abort_held()
 
+    def start_and_kill(self, command: list[str], cwd: Path, records: Path, n_records: int) -> int:
+        """Run a harness `command` against this server (``hold_after=n_records``), SIGKILL it with requests in
+        flight (kill_when_held), check that exactly the n_records answers were kept; the requests it had in flight."""
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.kill_when_held(process, records, n_records)
+        killed_in_flight = sum(self.received.values()) - self.total_answered
+        assert self.total_answered == n_records and killed_in_flight >= 1
+        return killed_in_flight
+
     def _admit(self, body: dict[str, Any]) -> str:
         """Record a chat request; returns its image's sha256 ("" without one)."""
         sha = image_sha256(body) or ""
@@ -349,3 +358,12 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status == 200:
             with state._lock:
                 state.answered[sha] += 1
+
+
+def write_judge_config(folder: Path, name: str, **fields: Any) -> Path:
+    """A judge config file (baselines/*.yaml's schema) for a judge the fake server plays: model fake-judge, short
+    timeouts; `fields` add or override keys."""
+    body = {"name": name, "model": "fake-judge", "max_concurrency": 4, "timeout": 10, "max_retries": 2, **fields}
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(body))  # JSON is YAML
+    return path

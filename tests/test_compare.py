@@ -4,14 +4,13 @@ malformed answers, refusals, 429/500, skipped judges, the results cache, kill-an
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from fake_openai_server import FakeOpenAIServer, Reply, image_sha256
+from fake_openai_server import FakeOpenAIServer, Reply, image_sha256, write_judge_config
 from PIL import Image
 
 from eval import compare
@@ -57,17 +56,7 @@ def _informed(labels: dict[str, int], mode: str = "verbalized"):
 
 
 def _config(tmp_path: Path, name: str, **fields) -> Path:
-    body = {
-        "name": name,
-        "model": "fake-judge",
-        "max_concurrency": 4,
-        "timeout": 10,
-        "max_retries": 2,
-        **fields,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(json.dumps(body))  # JSON is YAML
-    return path
+    return write_judge_config(tmp_path, name, **fields)
 
 
 def _run(args: list[str]) -> int:
@@ -331,11 +320,8 @@ def test_kill_and_resume_queries_no_item_twice_and_loses_none(tmp_path, dataset)
             "--min-side",
             "64",
         ]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         cache_file = out / "cache" / "fake-gpt.jsonl"
-        server.kill_when_held(proc, cache_file, answered_before_kill)
-        killed_in_flight = sum(server.received.values()) - server.total_answered
-        assert server.total_answered == answered_before_kill and killed_in_flight >= 1
+        killed_in_flight = server.start_and_kill(cmd, ROOT, cache_file, answered_before_kill)
         assert not (out / "report.md").exists()
 
         assert compare.main(cmd[3:]) == 0  # resume

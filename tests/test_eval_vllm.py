@@ -45,20 +45,8 @@ def test_compare_logprob_judges_on_real_vllm(base_url, dataset, tmp_path, monkey
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("QWEN3_BASE_URL", raising=False)
     out = tmp_path / "report"
-    args = [
-        "--dataset",
-        str(dataset),
-        "--split",
-        "all",
-        "--output",
-        str(out),
-        "--min-side",
-        "64",
-        "--bootstrap",
-        "100",
-        "--no-progress",
-        "--judges",
-    ]
+    args = ["--dataset", str(dataset), "--split", "all", "--output", str(out)]
+    args += ["--min-side", "64", "--bootstrap", "100", "--no-progress", "--judges"]
     args += [
         str(ROOT / f"baselines/{name}.yaml") for name in ("finetuned", "base-tiny", "gpt-5.1", "qwen3-30b")
     ]

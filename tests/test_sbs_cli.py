@@ -5,14 +5,13 @@ drift against the baseline, kill-and-resume, one cache with eval.compare, and ev
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from fake_openai_server import FakeOpenAIServer, Reply, image_sha256
+from fake_openai_server import FakeOpenAIServer, Reply, image_sha256, write_judge_config
 
 from eval import compare
 from eval import sbs as sbs_cli
@@ -23,18 +22,14 @@ N_PROMPTS = 20
 
 
 def _config(tmp_path: Path, base_url: str, name: str = "fake-judge") -> Path:
-    body = {
-        "name": name,
-        "model": "fake-judge",
-        "base_url": base_url,
-        "prompt": "prompts/defect_judge_verbalized.yaml",
-        "max_concurrency": 3,
-        "timeout": 10,
-        "max_retries": 1,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(json.dumps(body))  # JSON is YAML
-    return path
+    return write_judge_config(
+        tmp_path,
+        name,
+        base_url=base_url,
+        prompt="prompts/defect_judge_verbalized.yaml",
+        max_concurrency=3,
+        max_retries=1,
+    )
 
 
 @pytest.fixture
@@ -203,11 +198,8 @@ def test_kill_resume_and_one_cache_with_compare(tmp_path, renders):
         config = _config(tmp_path, server.base_url)
         out = tmp_path / "report"
         cmd = [sys.executable, "-m", "eval.sbs", *_args(root, config, out)]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         cache_file = out / "cache" / "fake-judge.jsonl"
-        server.kill_when_held(proc, cache_file, answered_before_kill)
-        killed_in_flight = sum(server.received.values()) - server.total_answered
-        assert server.total_answered == answered_before_kill and killed_in_flight >= 1
+        killed_in_flight = server.start_and_kill(cmd, ROOT, cache_file, answered_before_kill)
         assert not (out / "sbs.md").exists()
 
         assert sbs_cli.main(cmd[3:]) == 0  # resume

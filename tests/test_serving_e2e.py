@@ -105,6 +105,21 @@ def token_ids(server):
     return fetch_answer_token_ids(server.base_url, BASE)
 
 
+def sdk_p_defect(server, messages, token_ids) -> float:
+    """p_defect of one request through the official openai client, read from the answer tokens' exact logprobs."""
+    from openai import OpenAI
+
+    response = OpenAI(base_url=server.base_url, api_key="EMPTY").chat.completions.create(
+        model=BASE,
+        messages=messages,
+        max_tokens=1,
+        temperature=0,
+        logprobs=True,
+        extra_body={"logprob_token_ids": token_ids},
+    )
+    return p_defect_from_top_logprobs(response.choices[0].logprobs.content[0].top_logprobs, load_prompt())
+
+
 # ---------------------------------------------------------------------------------------------- launcher plan (fast)
 
 
@@ -189,20 +204,10 @@ def test_models_endpoint_lists_the_judge_and_its_base(server):
 
 @pytest.mark.slow
 def test_official_openai_client_and_raw_http_match_hf(server, images, hf_scores, token_ids):
-    from openai import OpenAI
 
     prompt = load_prompt()
     messages = openai_messages(prompt, to_data_url(images[0]))
-    response = OpenAI(base_url=server.base_url, api_key="EMPTY").chat.completions.create(
-        model=BASE,
-        messages=messages,
-        max_tokens=1,
-        temperature=0,
-        logprobs=True,
-        extra_body={"logprob_token_ids": token_ids},
-    )
-    p_sdk = p_defect_from_top_logprobs(response.choices[0].logprobs.content[0].top_logprobs, prompt)
-    assert p_sdk == pytest.approx(hf_scores[BASE][0], abs=1e-4)
+    assert sdk_p_defect(server, messages, token_ids) == pytest.approx(hf_scores[BASE][0], abs=1e-4)
 
     body = {
         "model": BASE,
@@ -228,7 +233,6 @@ def test_image_only_request_gets_the_judge_prompt_server_side(
 ):
     """A request that carries only the image (what curl or any language sends) is tokenized exactly as the
     client-built request, and scores the same p_defect through the official openai client."""
-    from openai import OpenAI
 
     prompt = load_prompt()
     url = to_data_url(images[1])
@@ -251,16 +255,7 @@ def test_image_only_request_gets_the_judge_prompt_server_side(
     assert prompt.system in text and prompt.user in text and text.endswith("<|im_start|>assistant\n")
     assert any(image_only[i : i + len(user_ids)] == user_ids for i in range(len(image_only)))
 
-    response = OpenAI(base_url=server.base_url, api_key="EMPTY").chat.completions.create(
-        model=BASE,
-        messages=image_only_messages(url),
-        max_tokens=1,
-        temperature=0,
-        logprobs=True,
-        extra_body={"logprob_token_ids": token_ids},
-    )
-    p_defect = p_defect_from_top_logprobs(response.choices[0].logprobs.content[0].top_logprobs, prompt)
-    assert p_defect == pytest.approx(hf_scores[BASE][1], abs=1e-4)
+    assert sdk_p_defect(server, image_only_messages(url), token_ids) == pytest.approx(hf_scores[BASE][1], abs=1e-4)
 
 
 @pytest.mark.slow

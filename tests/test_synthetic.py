@@ -227,6 +227,11 @@ def test_registry_is_the_single_source() -> None:
         assert mixed == ["seam", "smear"] + [d for d in ("broken_grid", "garbled_text") if expected[d]]
 
 
+def _all_defective(out: Path, **options):
+    """Small logs (2 systems, 64 px) in which every image gets a defect."""
+    return generate_synthetic_dataset(out, num_systems=2, image_size=64, defect_rates=(1.0, 1.0), **options)
+
+
 def _invert(arr: np.ndarray, box, rng: np.random.Generator, strength: float, scene) -> None:
     x0, y0, x1, y1 = box
     arr[y0:y1, x0:x1] = 255 - arr[y0:y1, x0:x1]
@@ -234,14 +239,7 @@ def _invert(arr: np.ndarray, box, rng: np.random.Generator, strength: float, sce
 
 def test_a_new_defect_type_is_one_registry_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(DEFECTS, "invert", DefectType("invert", 1.0, image_defect(_invert)))
-    table = generate_synthetic_dataset(
-        tmp_path / "inv",
-        num_prompts=4,
-        num_systems=2,
-        image_size=64,
-        defect_rates=(1.0, 1.0),
-        defect_types=("invert",),
-    )
+    table = _all_defective(tmp_path / "inv", num_prompts=4, defect_types=("invert",))
     assert set(table["defect"]) == {"invert"} and (table["defect_votes"] == table["total_votes"]).all()
     config = SyntheticConfig(votes=9, defect_types=("invert",))
     assert assessor_votes(config, 0, 0, "invert") == 9
@@ -264,14 +262,8 @@ def test_large_defect_area_with_broken_grid(tmp_path: Path) -> None:
         # The region is centred on the grid, so the damage lies within the grid's extent.
         g = scene.grid
         assert g.x0 - 0.1 <= xs.mean() / size <= g.x1 + 0.1 and g.y0 - 0.1 <= ys.mean() / size <= g.y1 + 0.1
-    table = generate_synthetic_dataset(
-        tmp_path / "wide",
-        num_prompts=8,
-        num_systems=2,
-        image_size=64,
-        defect_rates=(1.0, 1.0),
-        defect_area=(0.6, 0.9),
-        defect_types=("broken_grid", "garbled_text"),
+    table = _all_defective(
+        tmp_path / "wide", num_prompts=8, defect_area=(0.6, 0.9), defect_types=("broken_grid", "garbled_text")
     )
     assert len(table) == 16 and "none" not in set(table["defect"])
 

@@ -27,7 +27,7 @@ JudgeResult.attempts counts the item's HTTP requests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from vlm_judge.images import ImageSource
@@ -83,36 +83,19 @@ class JudgeClient:
     def from_spec(cls, spec: JudgeSpec, **kwargs: Any) -> JudgeClient:
         return cls(spec=spec, **kwargs)
 
-    @property
-    def spec(self) -> JudgeSpec:
-        return self.aclient.spec
-
-    @property
-    def prompt(self) -> JudgePrompt:
-        return self.aclient.prompt
-
-    @property
-    def model(self) -> str:
-        return self.aclient.model
-
-    @property
-    def base_url(self) -> str:
-        return self.aclient.base_url
+    # The async client's settings, read through.
+    spec: JudgeSpec = property(lambda self: self.aclient.spec)  # type: ignore[assignment]
+    prompt: JudgePrompt = property(lambda self: self.aclient.prompt)  # type: ignore[assignment]
+    model: str = property(lambda self: self.aclient.model)  # type: ignore[assignment]
+    base_url: str = property(lambda self: self.aclient.base_url)  # type: ignore[assignment]
+    method: str | None = property(lambda self: self.aclient.method)  # type: ignore[assignment]
 
     def score(self, image: ImageSource, name: str | None = None) -> JudgeResult:
         return self._runner.run(self.aclient.score(image, name))
 
-    def score_batch(
-        self,
-        images: Sequence[ImageSource],
-        names: Sequence[str] | None = None,
-        *,
-        on_result: Callable[[int, JudgeResult], None] | None = None,
-        progress: bool = False,
-    ) -> list[JudgeResult]:
-        return self._runner.run(
-            self.aclient.score_batch(images, names, on_result=on_result, progress=progress)
-        )
+    def score_batch(self, images: Sequence[ImageSource], names: Sequence[str] | None = None, **options: Any) -> list[JudgeResult]:
+        """AsyncJudgeClient.score_batch, run to the end (options: on_result, progress)."""
+        return self._runner.run(self.aclient.score_batch(images, names, **options))
 
     def close(self) -> None:
         if not self._runner.loop.is_closed():

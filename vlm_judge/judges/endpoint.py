@@ -129,18 +129,10 @@ def fetch_answer_token_id_groups(
     return answer_token_ids_from_encodings(encodings, resolved)
 
 
-def fetch_answer_token_ids(
-    base_url: str,
-    model: str,
-    *,
-    prompt: str | Path | JudgePrompt | None = None,
-    api_key: str | None = None,
-    timeout: float = 30.0,
-) -> list[int]:
-    """vLLM only: the ids of every single-token variant of both answer words, from the server's tokenizer.
+def fetch_answer_token_ids(base_url: str, model: str, **options: Any) -> list[int]:
+    """vLLM only: the ids of every single-token variant of both answer words, from the server's tokenizer (the
+    options of fetch_answer_token_id_groups: prompt, api_key, timeout).
 
     `JudgeSpec(exact_answer_logprobs=True)` makes the client ask for them (or pass JudgeClient(answer_token_ids=))."""
-    defect_ids, clean_ids = fetch_answer_token_id_groups(
-        base_url, model, prompt=prompt, api_key=api_key, timeout=timeout
-    )
+    defect_ids, clean_ids = fetch_answer_token_id_groups(base_url, model, **options)
     return defect_ids + clean_ids
