@@ -67,7 +67,8 @@ def main(
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
 
-    embedded.prepare(script_args, model_args, training_args)  # the tiny model and synthetic logs, if the recipe asks
+    # The embedded default, if the recipe asks for it: the tiny model, the synthetic logs, a training stream.
+    stream = embedded.prepare(script_args, model_args, training_args)
     if not model_args.model_name_or_path:
         raise ValueError("set model_name_or_path (or tiny_model) in the recipe")
 
@@ -90,9 +91,7 @@ def main(
         training_args.per_device_eval_batch_size = script_args.judge_eval_batch_size
     training_args.assistant_only_loss = False
     model, peft_config = build_model(model_args, script_args)
-    train_dataset = embedded.train_split(script_args, training_args)  # the embedded default renders it on the fly
-    if train_dataset is None:
-        train_dataset = prepare_split(data["train"], script_args.max_train_samples)
+    train_dataset = stream if stream is not None else prepare_split(data["train"], script_args.max_train_samples)
 
     run_name = training_args.run_name or Path(training_args.output_dir).name
     with mlflow_run(

@@ -8,7 +8,8 @@
   stream that renders new clean/defective twins on the fly.
 
 A recipe asks for it with its `tiny_model`, `synthetic` and `synthetic_stream` fields (recipes/tiny-cpu.yaml);
-recipes/sft.py makes one call, `prepare(script_args, model_args, training_args)`, and takes `train_split()`.
+recipes/sft.py makes one call, `prepare(script_args, model_args, training_args)`, which also returns the rendered
+training split.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from vlm_judge.embedded.tiny_model import TinyModelSpec, make_tiny_model
 logger = logging.getLogger(__name__)
 
 
-def prepare(script_args: Any, model_args: Any, training_args: Any) -> None:
-    """Build the tiny model and render the synthetic logs a recipe asks for, once (the main process first); a
-    recipe without `tiny_model` / `synthetic` is left as it is."""
+def prepare(script_args: Any, model_args: Any, training_args: Any) -> Any:
+    """What a recipe asks of the embedded default, in one call: the tiny model built (`tiny_model`) and the
+    synthetic logs rendered (`synthetic`) once, the main process first; returns the training split rendered on the
+    fly (`synthetic_stream`), or None when the recipe trains on its dataset's own train split."""
     from vlm_judge.embedded.synthetic import generate_synthetic_dataset
     from vlm_judge.training.collate import find_label_table_or_none
 
@@ -36,10 +38,6 @@ def prepare(script_args: Any, model_args: Any, training_args: Any) -> None:
             model_args.model_name_or_path = str(tiny_model_dir(script_args.tiny_model, model_args.model_name_or_path))
         if script_args.synthetic is not None and find_label_table_or_none(script_args.dataset_dir) is None:
             generate_synthetic_dataset(script_args.dataset_dir, **script_args.synthetic)
-
-
-def train_split(script_args: Any, training_args: Any) -> Any:
-    """The training split rendered on the fly (`synthetic_stream`), or None when the recipe has none."""
     if script_args.synthetic_stream is None:
         return None
     from vlm_judge.embedded.synthetic.stream import training_stream
