@@ -81,3 +81,13 @@ def test_evaluate_summary_is_flat_per_judge(tmp_path):
     assert summary == {"finetuned": {"roc_auc": 0.9, "accuracy@0.5": 0.8, "accuracy@val": 0.85, "rmse_soft": 0.2,
                                      "brier": 0.1, "ece": 0.05, "failure_rate": 0.0, "latency_mean_ms": 12.5,
                                      "sbs_macro_accuracy": 1.0, "sbs_assessor_significant_pairs": 2}}
+
+
+def test_every_dependency_the_pipeline_names_exists():
+    """dvc repro fails on a dependency path that is not there (a module moved without the pipeline)."""
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    literal = [dep for stage in stages.values() for dep in stage.get("deps", []) if "${" not in dep]
+    assert literal and [dep for dep in literal if not (root / dep).exists()] == []

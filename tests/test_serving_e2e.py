@@ -375,7 +375,6 @@ def test_server_stopped_mid_batch_answers_what_it_accepted(server, images, token
     assert [r.image for r in results] == names
     failed = [r for r in results if not r.ok]
     assert results and len(failed) >= 4, [r.error for r in results]
-    assert sum(r.ok for r in results) >= 2  # the first answer, and the request in flight when the signal came
     for result in failed:
         assert result.error.split(":")[0] in {"ConnectionError", "ServerError", "TimeoutError"}, result.error
         assert result.attempts == 4 and "after 4 attempts" in result.error
@@ -387,6 +386,8 @@ def test_server_stopped_mid_batch_answers_what_it_accepted(server, images, token
     drained = next(line for line in log.splitlines() if "drained in" in line)
     answered, in_flight = re.search(r"(\d+) of (\d+) in-flight request\(s\) answered", drained).groups()
     assert answered == in_flight and "still open" not in drained, drained
+    # The first answer, and every request the server had accepted when the signal came, reached the client.
+    assert sum(r.ok for r in results) >= 1 + int(answered), (drained, [r.error for r in results])
     assert "Traceback" not in log and "cannot schedule new futures" not in log
     # Exit 0 (not 4) already says vLLM was not SIGKILLed after the grace. vLLM's own "[shutdown] EngineCore: start
     # mode=drain" line is not asserted: the engine core prints it only when its busy loop sees the request, and
