@@ -36,7 +36,7 @@ def _pixels(root: Path, image: str) -> np.ndarray:
 
 
 def test_photo_eval_set(tmp_path):
-    module = _script()
+    from vlm_judge.embedded import photos as module  # the set's sources and defect types
     root = _build(tmp_path / "a", seed=3)
     n_pairs = len(module.PHOTOS)
 
