@@ -125,10 +125,8 @@ class AsyncJudgeClient:
     def _reads_answer_logprobs(self) -> bool:
         return self.mode == "logprobs" and self.endpoint == "chat"
 
-    async def _answer_token_ids(self) -> list[int] | None:
-        """The answer-token ids to ask logprobs for (None: read the top k); decided once, with the first request."""
-        if self._answer_ids_decided:
-            return self._answer_ids
+    async def _decide_answer_ids(self) -> None:
+        """Ask the server once, with the first request, for the answer-token ids (`_answer_ids`; None: the top k)."""
         async with self._answer_ids_lock:
             if not self._answer_ids_decided:
                 try:
@@ -137,7 +135,6 @@ class AsyncJudgeClient:
                     logger.info("%s: reading the top %d logprobs (%s)", self.base_url, self.spec.top_logprobs, exc)
                 # Decided either way; a connection error propagates (the item fails, the next one asks again).
                 self._answer_ids_decided = True
-        return self._answer_ids
 
     async def _fetch_answer_ids(self) -> list[int]:
         """The answer-token ids from the server's /tokenize, through this client (its retries and key)."""
@@ -254,7 +251,7 @@ class AsyncJudgeClient:
         _ATTEMPTS.set(attempts)
         try:
             if not self._answer_ids_decided:
-                await self._answer_token_ids()
+                await self._decide_answer_ids()
                 attempts[0] = 0  # the one-off answer-id lookup (if this item made it) is not an attempt
             while True:
                 try:
